@@ -1,0 +1,321 @@
+/*
+ * lepoll_test: raw descriptors for the specs (pipes, socketpairs, eventfd,
+ * timerfd, signals). Built only for the specs, never installed.
+ * Failures return nil, message, errno name, like Lua's io library.
+ */
+#define _GNU_SOURCE
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdint.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <sys/time.h>
+#include <sys/timerfd.h>
+#include <unistd.h>
+
+#include <lauxlib.h>
+#include <lua.h>
+
+__attribute__((visibility("default"))) int luaopen_lepoll_test(lua_State *L);
+
+static const char *errname(int err)
+{
+	switch (err) {
+	case EAGAIN: return "EAGAIN";
+	case EBADF: return "EBADF";
+	case EPIPE: return "EPIPE";
+	case EINTR: return "EINTR";
+	case EINVAL: return "EINVAL";
+	case ENOENT: return "ENOENT";
+	case EMFILE: return "EMFILE";
+	case ECONNRESET: return "ECONNRESET";
+	case ENOTCONN: return "ENOTCONN";
+	default: return "E?";
+	}
+}
+
+static int fail(lua_State *L, int err)
+{
+	lua_pushnil(L);
+	lua_pushstring(L, strerror(err));
+	lua_pushstring(L, errname(err));
+	return 3;
+}
+
+static int checkfd(lua_State *L, int idx)
+{
+	return (int)luaL_checkinteger(L, idx);
+}
+
+static int t_pipe(lua_State *L)
+{
+	int fds[2];
+	int flags = O_CLOEXEC | (lua_toboolean(L, 1) ? 0 : O_NONBLOCK);
+
+	if (pipe2(fds, flags) != 0)
+		return fail(L, errno);
+	lua_pushinteger(L, fds[0]);
+	lua_pushinteger(L, fds[1]);
+	return 2;
+}
+
+static int t_socketpair(lua_State *L)
+{
+	static const char *const names[] = {"stream", "dgram", "seqpacket", NULL};
+	static const int types[] = {SOCK_STREAM, SOCK_DGRAM, SOCK_SEQPACKET};
+	int type = types[luaL_checkoption(L, 1, "stream", names)];
+	int fds[2];
+
+	if (socketpair(AF_UNIX, type | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, fds) != 0)
+		return fail(L, errno);
+	lua_pushinteger(L, fds[0]);
+	lua_pushinteger(L, fds[1]);
+	return 2;
+}
+
+static int t_eventfd(lua_State *L)
+{
+	int fd = eventfd((unsigned)luaL_optinteger(L, 1, 0), EFD_NONBLOCK | EFD_CLOEXEC);
+
+	if (fd < 0)
+		return fail(L, errno);
+	lua_pushinteger(L, fd);
+	return 1;
+}
+
+static int t_eventfd_write(lua_State *L)
+{
+	uint64_t v = (uint64_t)luaL_optinteger(L, 2, 1);
+
+	if (write(checkfd(L, 1), &v, sizeof v) != (ssize_t)sizeof v)
+		return fail(L, errno);
+	lua_pushboolean(L, 1);
+	return 1;
+}
+
+/* eventfd counter or timerfd expirations. */
+static int t_read_u64(lua_State *L)
+{
+	uint64_t v;
+
+	if (read(checkfd(L, 1), &v, sizeof v) != (ssize_t)sizeof v)
+		return fail(L, errno);
+	lua_pushinteger(L, (lua_Integer)v);
+	return 1;
+}
+
+static struct timespec to_timespec(double s)
+{
+	struct timespec ts;
+
+	ts.tv_sec = (time_t)s;
+	ts.tv_nsec = (long)((s - (double)ts.tv_sec) * 1e9);
+	return ts;
+}
+
+static int t_timerfd(lua_State *L)
+{
+	struct itimerspec its;
+	int fd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
+
+	if (fd < 0)
+		return fail(L, errno);
+	its.it_value = to_timespec(luaL_checknumber(L, 1));
+	its.it_interval = to_timespec(luaL_optnumber(L, 2, 0));
+	if (timerfd_settime(fd, 0, &its, NULL) != 0) {
+		int err = errno;
+		close(fd);
+		return fail(L, err);
+	}
+	lua_pushinteger(L, fd);
+	return 1;
+}
+
+static int t_write(lua_State *L)
+{
+	size_t len;
+	const char *s = luaL_checklstring(L, 2, &len);
+	ssize_t n = write(checkfd(L, 1), s, len);
+
+	if (n < 0)
+		return fail(L, errno);
+	lua_pushinteger(L, n);
+	return 1;
+}
+
+static int t_read(lua_State *L)
+{
+	char buf[65536];
+	size_t want = (size_t)luaL_optinteger(L, 2, sizeof buf);
+	ssize_t n = read(checkfd(L, 1), buf, want < sizeof buf ? want : sizeof buf);
+
+	if (n < 0)
+		return fail(L, errno);
+	lua_pushlstring(L, buf, (size_t)n);
+	return 1;
+}
+
+static int t_close(lua_State *L)
+{
+	if (close(checkfd(L, 1)) != 0)
+		return fail(L, errno);
+	lua_pushboolean(L, 1);
+	return 1;
+}
+
+static int t_shutdown(lua_State *L)
+{
+	static const char *const names[] = {"r", "w", "rw", NULL};
+	static const int hows[] = {SHUT_RD, SHUT_WR, SHUT_RDWR};
+
+	if (shutdown(checkfd(L, 1), hows[luaL_checkoption(L, 2, "rw", names)]) != 0)
+		return fail(L, errno);
+	lua_pushboolean(L, 1);
+	return 1;
+}
+
+static int t_dup(lua_State *L)
+{
+	int fd = fcntl(checkfd(L, 1), F_DUPFD_CLOEXEC, (int)luaL_optinteger(L, 2, 0));
+
+	if (fd < 0)
+		return fail(L, errno);
+	lua_pushinteger(L, fd);
+	return 1;
+}
+
+static int t_open(lua_State *L)
+{
+	const char *path = luaL_checkstring(L, 1);
+	int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+
+	if (fd < 0)
+		return fail(L, errno);
+	lua_pushinteger(L, fd);
+	return 1;
+}
+
+/* Open descriptors of this process, not counting the one used to list. */
+static int t_fdcount(lua_State *L)
+{
+	DIR *d = opendir("/proc/self/fd");
+	struct dirent *e;
+	int n = 0;
+
+	if (d == NULL)
+		return fail(L, errno);
+	while ((e = readdir(d)) != NULL)
+		if (e->d_name[0] != '.')
+			n++;
+	closedir(d);
+	lua_pushinteger(L, n - 1);
+	return 1;
+}
+
+/* The close-on-exec bit of fd. */
+static int t_cloexec(lua_State *L)
+{
+	int flags = fcntl(checkfd(L, 1), F_GETFD);
+
+	if (flags < 0)
+		return fail(L, errno);
+	lua_pushboolean(L, flags & FD_CLOEXEC);
+	return 1;
+}
+
+static int t_ignore_sigpipe(lua_State *L)
+{
+	(void)L;
+	signal(SIGPIPE, SIG_IGN);
+	return 0;
+}
+
+static volatile sig_atomic_t alarms;
+
+static void on_alarm(int sig)
+{
+	(void)sig;
+	alarms++;
+}
+
+/* SIGALRM after `seconds` (then every `interval`), with a handler and no
+ * SA_RESTART, so blocking calls fail with EINTR. alarm(0) stops it. */
+static int t_alarm(lua_State *L)
+{
+	struct sigaction sa;
+	struct itimerval it;
+	double first = luaL_checknumber(L, 1), every = luaL_optnumber(L, 2, 0);
+
+	memset(&sa, 0, sizeof sa);
+	sa.sa_handler = on_alarm;
+	sigemptyset(&sa.sa_mask);
+	sigaction(SIGALRM, &sa, NULL);
+	it.it_value.tv_sec = (time_t)first;
+	it.it_value.tv_usec = (suseconds_t)((first - (double)it.it_value.tv_sec) * 1e6);
+	it.it_interval.tv_sec = (time_t)every;
+	it.it_interval.tv_usec = (suseconds_t)((every - (double)it.it_interval.tv_sec) * 1e6);
+	if (setitimer(ITIMER_REAL, &it, NULL) != 0)
+		return fail(L, errno);
+	lua_pushboolean(L, 1);
+	return 1;
+}
+
+static int t_alarms(lua_State *L)
+{
+	lua_pushinteger(L, alarms);
+	return 1;
+}
+
+static int t_nofile(lua_State *L)
+{
+	struct rlimit rl;
+
+	getrlimit(RLIMIT_NOFILE, &rl);
+	lua_pushinteger(L, rl.rlim_cur == RLIM_INFINITY ? -1 : (lua_Integer)rl.rlim_cur);
+	lua_pushinteger(L, rl.rlim_max == RLIM_INFINITY ? -1 : (lua_Integer)rl.rlim_max);
+	return 2;
+}
+
+/* Seconds on CLOCK_MONOTONIC. */
+static int t_now(lua_State *L)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	lua_pushnumber(L, (lua_Number)ts.tv_sec + (lua_Number)ts.tv_nsec / 1e9);
+	return 1;
+}
+
+static const luaL_Reg functions[] = {
+	{"pipe", t_pipe},
+	{"socketpair", t_socketpair},
+	{"eventfd", t_eventfd},
+	{"eventfd_write", t_eventfd_write},
+	{"read_u64", t_read_u64},
+	{"timerfd", t_timerfd},
+	{"write", t_write},
+	{"read", t_read},
+	{"close", t_close},
+	{"shutdown", t_shutdown},
+	{"dup", t_dup},
+	{"open", t_open},
+	{"fdcount", t_fdcount},
+	{"cloexec", t_cloexec},
+	{"ignore_sigpipe", t_ignore_sigpipe},
+	{"alarm", t_alarm},
+	{"alarms", t_alarms},
+	{"nofile", t_nofile},
+	{"now", t_now},
+	{NULL, NULL},
+};
+
+int luaopen_lepoll_test(lua_State *L)
+{
+	luaL_newlib(L, functions);
+	return 1;
+}

@@ -1,0 +1,707 @@
+/*
+ * lepoll: the Lua binding of the core (lepoll_core.c). It turns Lua values
+ * into core calls and the core's errno results into Lua values and errors.
+ */
+#define _POSIX_C_SOURCE 200809L /* XSI strerror_r, fileno */
+
+#include "lepoll.h"
+#include "lepoll_core.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <stdio.h>
+#include <string.h>
+
+#include <lauxlib.h>
+#include <lualib.h>
+
+#define LEPOLL_VERSION "lepoll 0.1.0"
+
+/* Upvalues shared by every function of the module. Keeping the wait
+ * results referenced here means wait never creates a string. */
+#define UV_SETMT       lua_upvalueindex(1)
+#define UV_OK          lua_upvalueindex(2)
+#define UV_TIMEOUT     lua_upvalueindex(3)
+#define UV_INTERRUPTED lua_upvalueindex(4)
+#define NUM_UPVALUES   4
+
+#define DEFAULT_MAX_READY 256
+#define FD_KINDS "file descriptor (integer, file handle or object with getfd/pollfd/fileno)"
+
+/* ---------------------------------------------------------------- errors */
+
+static int syserror(lua_State *L, const char *op, int fd, int err)
+{
+	char text[128];
+	const char *name = lep_errname(err);
+	char unknown[32];
+
+	if (strerror_r(err, text, sizeof text) != 0)
+		snprintf(text, sizeof text, "Unknown error %d", err);
+	if (name == NULL) {
+		snprintf(unknown, sizeof unknown, "errno %d", err);
+		name = unknown;
+	}
+	if (fd >= 0)
+		return luaL_error(L, "lepoll: %s fd %d: %s (%s)", op, fd, text, name);
+	return luaL_error(L, "lepoll: %s: %s (%s)", op, text, name);
+}
+
+/* ------------------------------------------------------------ the object */
+
+/* Any set, open or closed: the one type check. */
+static lep_set *toset(lua_State *L)
+{
+	lep_set *s = lua_touserdata(L, 1);
+
+	if (s == NULL || !lua_getmetatable(L, 1) || !lua_rawequal(L, -1, UV_SETMT))
+		luaL_typeerror(L, 1, LEPOLL_SET_MT);
+	lua_pop(L, 1);
+	return s;
+}
+
+/* An open set: the one place that rejects a closed one. */
+static lep_set *checkset(lua_State *L)
+{
+	lep_set *s = toset(L);
+
+	if (s->epfd < 0)
+		luaL_error(L, "attempt to use a closed epoll set");
+	return s;
+}
+
+/* ------------------------------------------------------------- arguments */
+
+static lua_Integer number_to_fd(lua_State *L, int idx, const lep_set *s)
+{
+	lua_Integer fd = -1;
+
+	if (lua_isinteger(L, idx))
+		return lua_tointeger(L, idx);
+	if (!lua_numbertointeger(lua_tonumber(L, idx), &fd) ||
+	    (lua_Number)fd != lua_tonumber(L, idx))
+		luaL_argerror(L, idx, lua_pushfstring(L, "fd %s is not an integer (valid range [0, %d))",
+		                                      lua_tostring(L, idx), s->num_fds));
+	return fd;
+}
+
+/* Descriptors that are not plain integers: file handles and objects with
+ * a getfd, pollfd or fileno method (LuaSocket, cqueues and the like). */
+static lua_Integer object_to_fd(lua_State *L, int idx, const lep_set *s)
+{
+	static const char *const methods[] = {"getfd", "pollfd", "fileno"};
+	luaL_Stream *stream;
+	size_t i;
+	int top = lua_gettop(L);
+
+	if (lua_type(L, idx) == LUA_TNUMBER)
+		return number_to_fd(L, idx, s);
+	stream = luaL_testudata(L, idx, LUA_FILEHANDLE);
+	if (stream != NULL) {
+		if (stream->closef == NULL)
+			luaL_argerror(L, idx, lua_pushfstring(L, "closed file handle (valid range [0, %d))",
+			                                      s->num_fds));
+		return fileno(stream->f);
+	}
+	if (lua_type(L, idx) == LUA_TTABLE ||
+	    (lua_type(L, idx) == LUA_TUSERDATA && luaL_getmetafield(L, idx, "__index") != LUA_TNIL)) {
+		lua_settop(L, top);
+		for (i = 0; i < sizeof methods / sizeof methods[0]; i++) {
+			if (lua_getfield(L, idx, methods[i]) == LUA_TNIL) {
+				lua_pop(L, 1);
+				continue;
+			}
+			lua_pushvalue(L, idx);
+			lua_call(L, 1, 1);
+			if (lua_type(L, -1) != LUA_TNUMBER)
+				luaL_argerror(L, idx, lua_pushfstring(L, "%s returned %s, not an fd", methods[i],
+				                                      luaL_typename(L, -1)));
+			lua_replace(L, idx); /* judge the result as if it had been passed */
+			return number_to_fd(L, idx, s);
+		}
+	}
+	luaL_typeerror(L, idx, FD_KINDS);
+	return -1;
+}
+
+static int checkfd(lua_State *L, int idx, const lep_set *s)
+{
+	lua_Integer fd = lua_isinteger(L, idx) ? lua_tointeger(L, idx) : object_to_fd(L, idx, s);
+
+	if (fd < 0 || fd >= s->num_fds)
+		luaL_argerror(L, idx, lua_pushfstring(L, "fd %I out of range [0, %d)", (LUAI_UACINT)fd,
+		                                      s->num_fds));
+	return (int)fd;
+}
+
+static uint32_t flags_from_number(lua_State *L, int idx, int arg)
+{
+	lua_Integer v = 0;
+
+	if (!lua_isinteger(L, idx) &&
+	    (!lua_numbertointeger(lua_tonumber(L, idx), &v) || (lua_Number)v != lua_tonumber(L, idx)))
+		luaL_argerror(L, arg, lua_pushfstring(L, "flags %s are not an integer", lua_tostring(L, idx)));
+	v = lua_tointeger(L, idx);
+	if (v < 0 || v > (lua_Integer)UINT32_MAX)
+		luaL_argerror(L, arg, lua_pushfstring(L, "flags %I out of range [0, 0xffffffff]",
+		                                      (LUAI_UACINT)v));
+	return (uint32_t)v;
+}
+
+static uint32_t flags_from_string(lua_State *L, int idx, int arg)
+{
+	size_t len, bad = 0, badlen = 0;
+	const char *str = lua_tolstring(L, idx, &len);
+	uint32_t flags;
+
+	if (lep_parse_flags(str, len, &flags, &bad, &badlen) != 0) {
+		lua_pushlstring(L, str + bad, badlen);
+		luaL_argerror(L, arg, lua_pushfstring(L, "unknown flag name '%s'", lua_tostring(L, -1)));
+	}
+	return flags;
+}
+
+/* An integer, a string of names or a list of names (or integers). */
+static uint32_t checkflags(lua_State *L, int idx)
+{
+	uint32_t flags = 0;
+	lua_Integer i, n;
+
+	switch (lua_type(L, idx)) {
+	case LUA_TNUMBER:
+		return flags_from_number(L, idx, idx);
+	case LUA_TSTRING:
+		return flags_from_string(L, idx, idx);
+	case LUA_TTABLE:
+		n = (lua_Integer)lua_rawlen(L, idx);
+		for (i = 1; i <= n; i++) {
+			int t = lua_rawgeti(L, idx, i);
+			if (t == LUA_TSTRING)
+				flags |= flags_from_string(L, -1, idx);
+			else if (t == LUA_TNUMBER)
+				flags |= flags_from_number(L, -1, idx);
+			else
+				luaL_argerror(L, idx, lua_pushfstring(L, "flag list item %I is %s, not a name",
+				                                      (LUAI_UACINT)i, luaL_typename(L, -1)));
+			lua_pop(L, 1);
+		}
+		return flags;
+	default:
+		luaL_typeerror(L, idx, "flags (integer, string of names or list of names)");
+		return 0;
+	}
+}
+
+static int is_literal(const char *s, size_t len, const char *lit)
+{
+	return len == strlen(lit) && memcmp(s, lit, len) == 0;
+}
+
+/* nil or "never": -1; 0 or "immediately": 0; else seconds. */
+static int checktimeout(lua_State *L, int idx)
+{
+	const char *str;
+	size_t len;
+	lua_Number span;
+
+	switch (lua_type(L, idx)) {
+	case LUA_TNONE:
+	case LUA_TNIL:
+		return -1;
+	case LUA_TNUMBER:
+		if (lua_isinteger(L, idx)) {
+			lua_Integer sec = lua_tointeger(L, idx);
+			return sec <= 0 ? 0 : sec > INT_MAX / 1000 ? INT_MAX : (int)sec * 1000;
+		}
+		span = lua_tonumber(L, idx);
+		if (span != span)
+			luaL_argerror(L, idx, "timeout is NaN");
+		return lep_timeout_ms((double)span);
+	case LUA_TSTRING:
+		str = lua_tolstring(L, idx, &len);
+		if (is_literal(str, len, "never"))
+			return -1;
+		if (is_literal(str, len, "immediately"))
+			return 0;
+		return luaL_argerror(L, idx, lua_pushfstring(L, "invalid timeout '%s' (expected seconds, "
+		                                                "'never' or 'immediately')", str));
+	default:
+		return luaL_typeerror(L, idx, "timeout (seconds, 'never', 'immediately' or nil)");
+	}
+}
+
+static void checkcallable(lua_State *L, int idx)
+{
+	if (lua_type(L, idx) != LUA_TFUNCTION) {
+		if (luaL_getmetafield(L, idx, "__call") == LUA_TNIL)
+			luaL_typeerror(L, idx, "function");
+		lua_pop(L, 1);
+	}
+}
+
+static int optcount(lua_State *L, int idx, int def, int max, const char *what)
+{
+	lua_Integer v;
+	int isint;
+
+	if (lua_isnoneornil(L, idx))
+		return def;
+	if (lua_type(L, idx) != LUA_TNUMBER)
+		return luaL_typeerror(L, idx, "integer");
+	v = lua_tointegerx(L, idx, &isint);
+	if (!isint)
+		return luaL_argerror(L, idx, lua_pushfstring(L, "%s must be an integer", what));
+	if (v < 1 || v > max)
+		return luaL_argerror(L, idx, lua_pushfstring(L, "%s must be in [1, %d], got %I", what, max,
+		                                             (LUAI_UACINT)v));
+	return (int)v;
+}
+
+/* --------------------------------------------------------------- module */
+
+static int l_create(lua_State *L)
+{
+	int num_fds = optcount(L, 1, lep_default_num_fds(), INT_MAX, "num_file_descrs");
+	int max_ready = optcount(L, 2, DEFAULT_MAX_READY, LEP_MAX_READY, "max_ready_events");
+	void *ud;
+	lua_Alloc alloc = lua_getallocf(L, &ud);
+	lep_set *s = lua_newuserdatauv(L, sizeof *s, 0);
+	int err;
+
+	/* Closed first: if opening fails, __gc finds a set with nothing to free. */
+	lep_init(s, alloc, ud);
+	lua_pushvalue(L, UV_SETMT);
+	lua_setmetatable(L, -2);
+	err = lep_open(s, num_fds, max_ready);
+	if (err != 0)
+		return syserror(L, "create", -1, err);
+	return 1;
+}
+
+static int l_flags(lua_State *L)
+{
+	lua_pushinteger(L, (lua_Integer)checkflags(L, 1));
+	return 1;
+}
+
+static int l_flagnames(lua_State *L)
+{
+	char buf[LEP_FLAGNAMES_MAX];
+	size_t len = lep_flagnames(checkflags(L, 1), buf, sizeof buf);
+
+	lua_pushlstring(L, buf, len);
+	return 1;
+}
+
+static int l_has(lua_State *L)
+{
+	uint32_t flags = checkflags(L, 1);
+
+	lua_pushboolean(L, (flags & checkflags(L, 2)) != 0);
+	return 1;
+}
+
+static int l_timeout_ms(lua_State *L)
+{
+	lua_pushinteger(L, checktimeout(L, 1));
+	return 1;
+}
+
+/* ------------------------------------------------------------ the table */
+
+static int m_set(lua_State *L)
+{
+	lep_set *s = checkset(L);
+	int fd = checkfd(L, 2, s);
+	uint32_t flags = checkflags(L, 3), old;
+	int err;
+
+	if (lep_find(s, fd, &old)) {
+		/* The kernel takes EXCLUSIVE only with EPOLL_CTL_ADD, and refuses
+		 * every EPOLL_CTL_MOD of an entry added with it. */
+		if (flags & LEP_EXCLUSIVE)
+			return luaL_argerror(L, 3, lua_pushfstring(L, "exclusive can only be set when fd %d is "
+			                                              "added; remove it first", fd));
+		if (old & LEP_EXCLUSIVE)
+			return luaL_argerror(L, 3, lua_pushfstring(L, "fd %d was added with exclusive, which "
+			                                              "the kernel never modifies; remove it first",
+			                                           fd));
+	}
+	err = lep_set_flags(s, fd, flags);
+	if (err != 0)
+		return syserror(L, "set", fd, err);
+	return 0;
+}
+
+static int m_remove(lua_State *L)
+{
+	lep_set *s = checkset(L);
+	int fd = checkfd(L, 2, s);
+	int err = lep_remove(s, fd);
+
+	if (err != 0)
+		return syserror(L, "remove", fd, err);
+	return 0;
+}
+
+static int m_find(lua_State *L)
+{
+	lep_set *s = checkset(L);
+	int fd = checkfd(L, 2, s);
+	uint32_t flags;
+
+	if (lep_find(s, fd, &flags))
+		lua_pushinteger(L, (lua_Integer)flags);
+	else
+		lua_pushnil(L);
+	return 1;
+}
+
+/* Callbacks may change or close the set: each step asks the table again. */
+static int m_iter(lua_State *L)
+{
+	lep_set *s = checkset(L);
+	int fd;
+
+	checkcallable(L, 2);
+	for (fd = lep_next(s, 0); fd >= 0; fd = lep_next(s, fd + 1)) {
+		lua_pushvalue(L, 2);
+		lua_pushinteger(L, fd);
+		lua_pushinteger(L, (lua_Integer)s->table[fd].flags);
+		lua_call(L, 2, 0);
+	}
+	return 0;
+}
+
+static int m_fold(lua_State *L)
+{
+	lep_set *s = checkset(L);
+	int fd;
+
+	checkcallable(L, 3);
+	lua_settop(L, 3);
+	for (fd = lep_next(s, 0); fd >= 0; fd = lep_next(s, fd + 1)) {
+		lua_pushvalue(L, 3);
+		lua_pushinteger(L, fd);
+		lua_pushinteger(L, (lua_Integer)s->table[fd].flags);
+		lua_pushvalue(L, 2);
+		lua_call(L, 3, 1);
+		lua_replace(L, 2);
+	}
+	lua_settop(L, 2);
+	return 1;
+}
+
+static int m_next(lua_State *L)
+{
+	lep_set *s = checkset(L);
+	int fd = lep_next(s, lua_isnoneornil(L, 2) ? 0 : (int)luaL_checkinteger(L, 2) + 1);
+
+	if (fd < 0)
+		return 0;
+	lua_pushinteger(L, fd);
+	lua_pushinteger(L, (lua_Integer)s->table[fd].flags);
+	return 2;
+}
+
+static void push_shared_upvalues(lua_State *L);
+
+static int m_pairs(lua_State *L)
+{
+	checkset(L);
+	push_shared_upvalues(L);
+	lua_pushcclosure(L, m_next, NUM_UPVALUES);
+	lua_pushvalue(L, 1);
+	lua_pushnil(L);
+	return 3;
+}
+
+static int m_len(lua_State *L)
+{
+	lua_pushinteger(L, toset(L)->count);
+	return 1;
+}
+
+/* ---------------------------------------------------------- the waiting */
+
+static int do_wait(lua_State *L, lep_set *s, int timeout_ms)
+{
+	int err;
+
+	if (s->ready_busy > 0)
+		return luaL_error(L, "cannot wait while iter_ready or fold_ready runs on this epoll set");
+	err = lep_wait(s, timeout_ms);
+	if (err == 0)
+		lua_pushvalue(L, s->nready > 0 ? UV_OK : UV_TIMEOUT);
+	else if (err == EINTR)
+		lua_pushvalue(L, UV_INTERRUPTED);
+	else
+		return syserror(L, "wait", -1, err);
+	return 1;
+}
+
+static int m_wait(lua_State *L)
+{
+	lep_set *s = checkset(L);
+
+	return do_wait(L, s, checktimeout(L, 2));
+}
+
+static int m_wait_timeout_after(lua_State *L)
+{
+	lep_set *s = checkset(L);
+
+	luaL_checktype(L, 2, LUA_TNUMBER);
+	return do_wait(L, s, checktimeout(L, 2));
+}
+
+static int m_clear_ready(lua_State *L)
+{
+	lep_set *s = checkset(L);
+
+	if (s->ready_busy > 0)
+		return luaL_error(L, "cannot clear the ready set while iter_ready or fold_ready runs on it");
+	lep_clear_ready(s);
+	return 0;
+}
+
+/* Bodies run under lua_pcall so that ready_busy is restored when a
+ * callback raises; the error then goes on unchanged. close() inside a
+ * callback empties the ready set, which ends the loop. */
+static int iter_ready_body(lua_State *L) /* set, f */
+{
+	const lep_set *s = lua_touserdata(L, 1);
+	int i;
+
+	for (i = 0; i < s->nready; i++) {
+		lua_pushvalue(L, 2);
+		lua_pushinteger(L, (lua_Integer)s->ready[i].data.u64);
+		lua_pushinteger(L, (lua_Integer)s->ready[i].events);
+		lua_call(L, 2, 0);
+	}
+	return 0;
+}
+
+static int fold_ready_body(lua_State *L) /* set, acc, f */
+{
+	const lep_set *s = lua_touserdata(L, 1);
+	int i;
+
+	for (i = 0; i < s->nready; i++) {
+		lua_pushvalue(L, 3);
+		lua_pushvalue(L, 2);
+		lua_pushinteger(L, (lua_Integer)s->ready[i].data.u64);
+		lua_pushinteger(L, (lua_Integer)s->ready[i].events);
+		lua_call(L, 3, 1);
+		lua_replace(L, 2);
+	}
+	lua_settop(L, 2);
+	return 1;
+}
+
+static int run_ready(lua_State *L, lep_set *s, lua_CFunction body, int nargs, int nresults)
+{
+	int status;
+
+	lua_pushcfunction(L, body);
+	lua_insert(L, 1);
+	s->ready_busy++;
+	status = lua_pcall(L, nargs, nresults, 0);
+	s->ready_busy--;
+	if (status != LUA_OK)
+		return lua_error(L);
+	return nresults;
+}
+
+static int m_iter_ready(lua_State *L)
+{
+	lep_set *s = checkset(L);
+
+	checkcallable(L, 2);
+	lua_settop(L, 2);
+	if (s->nready == 0)
+		return 0;
+	return run_ready(L, s, iter_ready_body, 2, 0);
+}
+
+static int m_fold_ready(lua_State *L)
+{
+	lep_set *s = checkset(L);
+
+	checkcallable(L, 3);
+	lua_settop(L, 3);
+	if (s->nready == 0) {
+		lua_settop(L, 2);
+		return 1;
+	}
+	return run_ready(L, s, fold_ready_body, 3, 1);
+}
+
+/* ------------------------------------------------------------ the rest */
+
+static int m_invariant(lua_State *L)
+{
+	lep_set *s = toset(L);
+	char msg[256];
+	int rc = lep_check(s, msg, sizeof msg);
+
+	if (rc == LEP_INCONSISTENT)
+		return luaL_error(L, "lepoll: invariant: %s", msg);
+	if (rc != 0)
+		return syserror(L, "invariant", s->epfd, rc);
+	return 0;
+}
+
+static int m_close(lua_State *L)
+{
+	lep_set *s = toset(L);
+	int epfd = s->epfd;
+	int err = lep_close(s);
+
+	if (err != 0)
+		return syserror(L, "close", epfd, err);
+	return 0;
+}
+
+static int m_gc(lua_State *L)
+{
+	(void)lep_close(toset(L)); /* nobody to tell */
+	return 0;
+}
+
+static int m_getfd(lua_State *L)
+{
+	lua_pushinteger(L, checkset(L)->epfd);
+	return 1;
+}
+
+static int m_events(lua_State *L)
+{
+	checkset(L);
+	lua_pushliteral(L, "r");
+	return 1;
+}
+
+static void add_flags_entry(luaL_Buffer *b, int first, int fd, uint32_t flags)
+{
+	char buf[LEP_FLAGNAMES_MAX + 32];
+	char names[LEP_FLAGNAMES_MAX];
+
+	lep_flagnames(flags, names, sizeof names);
+	snprintf(buf, sizeof buf, "%s[%d]=\"%s\"", first ? "" : ", ", fd, names);
+	luaL_addstring(b, buf);
+}
+
+static int m_tostring(lua_State *L)
+{
+	lep_set *s = toset(L);
+	luaL_Buffer b;
+	char head[160];
+	int fd, i, first = 1;
+
+	if (s->epfd < 0) {
+		lua_pushliteral(L, "epoll{closed}");
+		return 1;
+	}
+	luaL_buffinit(L, &b);
+	snprintf(head, sizeof head, "epoll{fd=%d, num_file_descrs=%d, max_ready_events=%d, flags_by_fd={",
+	         s->epfd, s->num_fds, s->max_ready);
+	luaL_addstring(&b, head);
+	for (fd = lep_next(s, 0); fd >= 0; fd = lep_next(s, fd + 1), first = 0)
+		add_flags_entry(&b, first, fd, s->table[fd].flags);
+	luaL_addstring(&b, "}, ready={");
+	for (i = 0; i < s->nready; i++)
+		add_flags_entry(&b, i == 0, (int)s->ready[i].data.u64, s->ready[i].events);
+	luaL_addstring(&b, "}}");
+	luaL_pushresult(&b);
+	return 1;
+}
+
+/* ------------------------------------------------------------- opening */
+
+static const luaL_Reg module_functions[] = {
+	{"create", l_create},
+	{"flags", l_flags},
+	{"flagnames", l_flagnames},
+	{"has", l_has},
+	{"timeout_ms", l_timeout_ms},
+	{NULL, NULL},
+};
+
+static const luaL_Reg set_methods[] = {
+	{"set", m_set},
+	{"remove", m_remove},
+	{"find", m_find},
+	{"iter", m_iter},
+	{"fold", m_fold},
+	{"wait", m_wait},
+	{"wait_timeout_after", m_wait_timeout_after},
+	{"iter_ready", m_iter_ready},
+	{"fold_ready", m_fold_ready},
+	{"clear_ready", m_clear_ready},
+	{"invariant", m_invariant},
+	{"close", m_close},
+	{"getfd", m_getfd},
+	{"pollfd", m_getfd},
+	{"events", m_events},
+	{NULL, NULL},
+};
+
+static const luaL_Reg set_metamethods[] = {
+	{"__gc", m_gc},
+	{"__close", m_close},
+	{"__tostring", m_tostring},
+	{"__len", m_len},
+	{"__pairs", m_pairs},
+	{NULL, NULL},
+};
+
+static const struct {
+	const char *name;
+	uint32_t value;
+} constants[] = {
+	{"NONE", 0},
+	{"IN", LEP_IN},
+	{"OUT", LEP_OUT},
+	{"PRI", LEP_PRI},
+	{"ERR", LEP_ERR},
+	{"HUP", LEP_HUP},
+	{"RDHUP", LEP_RDHUP},
+	{"ET", LEP_ET},
+	{"ONESHOT", LEP_ONESHOT},
+	{"EXCLUSIVE", LEP_EXCLUSIVE},
+};
+
+/* Needs the metatable in the registry (luaopen_lepoll makes it first). */
+static void push_shared_upvalues(lua_State *L)
+{
+	luaL_getmetatable(L, LEPOLL_SET_MT);
+	lua_pushliteral(L, "ok");
+	lua_pushliteral(L, "timeout");
+	lua_pushliteral(L, "interrupted");
+}
+
+LEPOLL_API int luaopen_lepoll(lua_State *L)
+{
+	size_t i;
+
+	luaL_checkversion(L);
+	lua_createtable(L, 0, 16);          /* module */
+	luaL_newmetatable(L, LEPOLL_SET_MT); /* module, mt */
+	push_shared_upvalues(L);
+	luaL_setfuncs(L, set_metamethods, NUM_UPVALUES);
+	lua_createtable(L, 0, 16); /* module, mt, methods */
+	push_shared_upvalues(L);
+	luaL_setfuncs(L, set_methods, NUM_UPVALUES);
+	lua_setfield(L, -2, "__index");
+	lua_pop(L, 1); /* module */
+	push_shared_upvalues(L);
+	luaL_setfuncs(L, module_functions, NUM_UPVALUES);
+	for (i = 0; i < sizeof constants / sizeof constants[0]; i++) {
+		lua_pushinteger(L, (lua_Integer)constants[i].value);
+		lua_setfield(L, -2, constants[i].name);
+	}
+	lua_pushliteral(L, LEPOLL_VERSION);
+	lua_setfield(L, -2, "_VERSION");
+	return 1;
+}

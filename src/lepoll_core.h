@@ -1,0 +1,122 @@
+/*
+ * lepoll core: an epoll set kept as a user-level table mirrored with the
+ * kernel's set, plus the buffer of ready events of the last wait.
+ *
+ * No Lua here. Every function that can fail returns 0 or an errno value;
+ * on failure the set is exactly as it was before the call (remove is the
+ * one documented exception).
+ */
+#ifndef LEPOLL_CORE_H
+#define LEPOLL_CORE_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/epoll.h>
+
+#if defined(__GNUC__)
+#define LEP_HIDDEN __attribute__((visibility("hidden")))
+#else
+#define LEP_HIDDEN
+#endif
+
+/* Same contract as lua_Alloc: nsize == 0 frees, otherwise (re)allocates. */
+typedef void *(*lep_alloc_fn)(void *ud, void *ptr, size_t osize, size_t nsize);
+
+typedef struct lep_entry {
+	uint32_t flags;
+	uint32_t watched; /* 0 or 1; flags alone cannot say it, 0 is valid */
+} lep_entry;
+
+typedef struct lep_set {
+	int epfd;        /* -1 when closed */
+	int num_fds;     /* the table covers fds in [0, num_fds) */
+	int max_ready;   /* capacity of the ready buffer */
+	int count;       /* watched fds */
+	int cap;         /* entries allocated in table, grows up to num_fds */
+	int nready;      /* events stored by the last wait */
+	int ready_busy;  /* depth of running ready-set iterations (binding use) */
+	lep_entry *table;
+	struct epoll_event *ready;
+	lep_alloc_fn alloc;
+	void *alloc_ud;
+} lep_set;
+
+/* Kernel values, named so that callers need not include sys/epoll.h. */
+#define LEP_IN        ((uint32_t)EPOLLIN)
+#define LEP_OUT       ((uint32_t)EPOLLOUT)
+#define LEP_PRI       ((uint32_t)EPOLLPRI)
+#define LEP_ERR       ((uint32_t)EPOLLERR)
+#define LEP_HUP       ((uint32_t)EPOLLHUP)
+#define LEP_RDHUP     ((uint32_t)EPOLLRDHUP)
+#define LEP_ET        ((uint32_t)EPOLLET)
+#define LEP_ONESHOT   ((uint32_t)EPOLLONESHOT)
+#define LEP_EXCLUSIVE ((uint32_t)EPOLLEXCLUSIVE)
+
+/* Largest max_ready that epoll_wait accepts. */
+#define LEP_MAX_READY ((int)(0x7fffffff / sizeof(struct epoll_event)))
+
+/* Value of lep_check when the set is inconsistent (never an errno). */
+#define LEP_INCONSISTENT (-1)
+
+/* The soft RLIMIT_NOFILE, capped to INT_MAX: the default table range. */
+LEP_HIDDEN int lep_default_num_fds(void);
+
+/* Closed state: no descriptor, no memory. alloc NULL means realloc/free. */
+LEP_HIDDEN void lep_init(lep_set *s, lep_alloc_fn alloc, void *ud);
+/* From the closed state: allocate the ready buffer, epoll_create1(CLOEXEC). */
+LEP_HIDDEN int lep_open(lep_set *s, int num_fds, int max_ready);
+/* Idempotent. Frees everything; the descriptor is closed exactly once
+ * (never retried, EINTR included). Returns close()'s errno, or 0. */
+LEP_HIDDEN int lep_close(lep_set *s);
+
+/* EPOLL_CTL_ADD when fd is not in the table, EPOLL_CTL_MOD when it is.
+ * The table changes only when the kernel accepts. */
+LEP_HIDDEN int lep_set_flags(lep_set *s, int fd, uint32_t flags);
+/* Drops fd from the table, then EPOLL_CTL_DEL; the entry stays dropped when
+ * the kernel refuses. Not watched: 0, no system call. */
+LEP_HIDDEN int lep_remove(lep_set *s, int fd);
+
+/* 1 and *flags when fd is watched, else 0. */
+static inline int lep_find(const lep_set *s, int fd, uint32_t *flags)
+{
+	if (fd < 0 || fd >= s->cap || !s->table[fd].watched)
+		return 0;
+	*flags = s->table[fd].flags;
+	return 1;
+}
+
+/* The first watched fd >= from, or -1. */
+LEP_HIDDEN int lep_next(const lep_set *s, int from);
+
+/* epoll_wait into the ready buffer. 0: nready events stored (0 = timeout).
+ * On error (EINTR included) the ready set is empty. */
+LEP_HIDDEN int lep_wait(lep_set *s, int timeout_ms);
+static inline void lep_clear_ready(lep_set *s) { s->nready = 0; }
+
+/* Seconds to epoll_wait milliseconds: <= 0 (or NaN) gives 0; otherwise
+ * rounded to the nearest ms through whole nanoseconds, at least 1, clamped
+ * to the largest timeout; +inf gives -1 (never). */
+LEP_HIDDEN int lep_timeout_ms(double seconds);
+
+/* "in|out|et", canonical order, unnamed bits as one hex literal at the end.
+ * Returns the length; writes at most n bytes including the NUL. */
+LEP_HIDDEN size_t lep_flagnames(uint32_t flags, char *buf, size_t n);
+#define LEP_FLAGNAMES_MAX 64 /* always enough for lep_flagnames */
+
+/* Names separated by '|', ',' or white space; case-insensitive. EINVAL on
+ * an unknown name, whose place in s is given by *bad and *badlen. */
+LEP_HIDDEN int lep_parse_flags(const char *s, size_t len, uint32_t *out,
+                               size_t *bad, size_t *badlen);
+/* One name, exactly (case-insensitive); EINVAL when unknown. */
+LEP_HIDDEN int lep_flag_by_name(const char *name, size_t len, uint32_t *out);
+
+/* "EPERM", "EBADF", ...; NULL when unknown. */
+LEP_HIDDEN const char *lep_errname(int err);
+
+/* Checks the set against itself and against the kernel's view
+ * (/proc/self/fdinfo). 0: consistent (a closed set is); LEP_INCONSISTENT
+ * with a description in msg; or an errno when the kernel's view could not
+ * be read. */
+LEP_HIDDEN int lep_check(const lep_set *s, char *msg, size_t n);
+
+#endif
