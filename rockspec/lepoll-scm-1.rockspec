@@ -1,0 +1,29 @@
+rockspec_format = "3.0"
+package = "lepoll"
+version = "scm-1"
+source = {
+   url = "git+https://example.invalid/lepoll.git",
+}
+description = {
+   summary = "Linux epoll for Lua: an exact, fast binding with an inspectable table",
+   detailed = [[
+lepoll gives Lua scripts, and C programs that embed Lua, the epoll set
+itself: a map from file descriptor to flags, mirrored with the kernel's
+set, that can be inspected and printed. Level-triggered by default;
+edge-triggered and one-shot on request. Modelled on Linux_ext.Epoll.
+]],
+   license = "MIT",
+}
+supported_platforms = { "linux" }
+dependencies = {
+   "lua >= 5.4",
+}
+build = {
+   type = "builtin",
+   modules = {
+      lepoll = {
+         sources = { "src/lepoll.c", "src/lepoll_core.c" },
+         incdirs = { "src" },
+      },
+   },
+}
