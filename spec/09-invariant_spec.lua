@@ -1,0 +1,248 @@
+local lepoll = require "lepoll"
+local H = require "support.helpers"
+local T = H.T
+
+local F = lepoll.flags
+local ERR_HUP = lepoll.ERR | lepoll.HUP
+
+-- busted keeps only the last finally() of a test: cleanups go in a list
+-- that one finally() runs, last registered first.
+local pending = {}
+local function defer(fn)
+  pending[#pending + 1] = fn
+  finally(function()
+    local list = pending
+    pending = {}
+    for i = #list, 1, -1 do list[i]() end
+  end)
+end
+
+local function new_set(...)
+  local ep = lepoll.create(...)
+  defer(function() ep:close() end)
+  return ep
+end
+
+local function pipe()
+  local r, w = assert(T.pipe())
+  defer(function() H.close(r, w) end)
+  return r, w
+end
+
+local function socketpair(kind)
+  local a, b = assert(T.socketpair(kind))
+  defer(function() H.close(a, b) end)
+  return a, b
+end
+
+-- The kernel's own view of the set: fd -> events, from the tfd lines of
+-- /proc/self/fdinfo/<epoll fd>. Independent of the module's parser.
+local function kernel_view(ep)
+  local f = assert(io.open("/proc/self/fdinfo/" .. ep:getfd()))
+  local text = f:read("a")
+  f:close()
+  local view = {}
+  for fd, events in text:gmatch("tfd:%s*(%d+)%s+events:%s*(%x+)") do
+    view[tonumber(fd)] = tonumber(events, 16)
+  end
+  return view
+end
+
+-- Passes: returns nothing, raises nothing.
+local function passes(ep)
+  assert.are.equal(0, select("#", ep:invariant()))
+end
+
+-- The invariant's error message, which must name exactly `fd N`.
+local function fails_naming(ep, fd)
+  local ok, err = pcall(ep.invariant, ep)
+  assert.is_false(ok)
+  assert.are.equal("string", type(err))
+  assert.matches("^lepoll: invariant: ", err)
+  assert.matches("fd " .. fd .. "%f[%D]", err)
+  return err
+end
+
+describe("set:invariant", function()
+  H.no_fd_leaks(lazy_setup, lazy_teardown)
+
+  it("passes on a fresh set, whatever its sizes", function()
+    passes(new_set())
+    passes(new_set(1))
+    passes(new_set(8, 1))
+    passes(new_set(100000, 4096))
+  end)
+
+  it("passes on a populated set with every kind of flags, as the kernel agrees", function()
+    local ep = new_set()
+    local r1, w1 = pipe()
+    local r2, w2 = pipe()
+    local s1, s2 = socketpair("stream")
+    local d1, d2 = socketpair("dgram")
+    local q1 = socketpair("seqpacket")
+    local efd = assert(T.eventfd())
+    local tfd = assert(T.timerfd(3600))
+    defer(function() H.close(efd, tfd) end)
+    local want = {
+      [r1] = F("in"),
+      [w1] = F("out"),
+      [r2] = F("in|et"),
+      [w2] = F("out|oneshot"),
+      [s1] = F("in|out|rdhup|et"),
+      [s2] = F("in|rdhup|oneshot"),
+      [d1] = F("in|out|err|hup|et|exclusive"),
+      [d2] = F("in|exclusive"),
+      [q1] = F("pri|err|hup"),
+      [efd] = 0,
+      [tfd] = F("in|out|pri|rdhup|et|oneshot"),
+    }
+    local fds = {}
+    for fd in pairs(want) do fds[#fds + 1] = fd end
+    table.sort(fds)
+    for _, fd in ipairs(fds) do
+      ep:set(fd, want[fd])
+      passes(ep)
+    end
+    assert.are.equal(#fds, #ep)
+    -- The kernel holds the same set, plus its err|hup (no wait yet, so no
+    -- ONESHOT entry has fired).
+    local expected = {}
+    for fd, flags in pairs(want) do expected[fd] = flags | ERR_HUP end
+    assert.are.same(expected, kernel_view(ep))
+    -- Changing flags (MOD) keeps it consistent.
+    ep:set(r1, "in|out|et")
+    ep:set(s1, 0)
+    ep:set(efd, "in|oneshot")
+    passes(ep)
+    expected[r1], expected[s1], expected[efd] = F("in|out|et") | ERR_HUP, ERR_HUP, F("in|oneshot") | ERR_HUP
+    assert.are.same(expected, kernel_view(ep))
+    -- Removing keeps it consistent, down to empty.
+    for _, fd in ipairs(fds) do
+      ep:remove(fd)
+      passes(ep)
+    end
+    assert.are.same({}, kernel_view(ep))
+  end)
+
+  it("passes after a ONESHOT fired, which the kernel shows disarmed", function()
+    local ep = new_set()
+    local r, w = pipe()
+    local a, b = socketpair()
+    ep:set(r, "in|oneshot")
+    ep:set(a, "in|et|oneshot")
+    passes(ep)
+    T.write(w, "x")
+    T.write(b, "y")
+    assert.are.equal("ok", ep:wait(0))
+    assert.are.same({ [r] = "in", [a] = "in" }, H.ready_names(ep))
+    -- Disarmed: the kernel keeps only its private bits.
+    assert.are.same({ [r] = lepoll.ONESHOT, [a] = lepoll.ONESHOT | lepoll.ET }, kernel_view(ep))
+    passes(ep)
+    assert.are.equal("timeout", ep:wait(0)) -- really disarmed
+    passes(ep)
+    -- set with the same flags re-arms: consistent again, with full flags.
+    ep:set(r, "in|oneshot")
+    ep:set(a, "in|et|oneshot")
+    assert.are.same({ [r] = F("in|oneshot") | ERR_HUP, [a] = F("in|et|oneshot") | ERR_HUP },
+      kernel_view(ep))
+    passes(ep)
+    assert.are.equal("ok", ep:wait(0))
+    passes(ep)
+  end)
+
+  it("passes after waits of every outcome", function()
+    local ep = new_set(1024, 2)
+    local pipes = {}
+    for i = 1, 3 do
+      local r, w = pipe()
+      pipes[i] = { r = r, w = w }
+      ep:set(r, i == 2 and "in|et" or "in")
+    end
+    assert.are.equal("timeout", ep:wait(0))
+    passes(ep)
+    for _, p in ipairs(pipes) do T.write(p.w, "x") end
+    -- Three ready, two per wait.
+    assert.are.equal("ok", ep:wait(0))
+    assert.are.equal(2, #H.ready(ep))
+    passes(ep)
+    assert.are.equal("ok", ep:wait(0.001))
+    passes(ep)
+    ep:clear_ready()
+    passes(ep)
+    -- A removed fd still in the ready set is fine: it is not filtered.
+    assert.are.equal("ok", ep:wait(0))
+    ep:remove(pipes[1].r)
+    passes(ep)
+    T.read(pipes[3].r)
+    assert.are.equal("timeout", ep:wait(0))
+    passes(ep)
+  end)
+
+  it("passes on a closed set", function()
+    local r = pipe()
+    local ep = lepoll.create()
+    ep:set(r, "in")
+    ep:close()
+    passes(ep)
+    passes(ep)
+  end)
+
+  it("fails naming the fd when a watched descriptor was closed behind its back", function()
+    local ep = new_set()
+    local r1, w1 = pipe()
+    -- The victim: its read end is closed by the test itself.
+    local vr, vw = assert(T.pipe())
+    local vr_open = true
+    defer(function() H.close(vr_open and vr, vw) end)
+    ep:set(r1, "in")
+    ep:set(vr, "in")
+    ep:set(w1, "out")
+    passes(ep)
+    assert.is_true(T.close(vr)) -- the only reference: the kernel drops it
+    vr_open = false
+    assert.is_nil(kernel_view(ep)[vr])
+    local err = fails_naming(ep, vr)
+    assert.are.equal('lepoll: invariant: fd ' .. vr .. ' is in the table ("in") but not in the kernel\'s set',
+      err)
+    -- Still failing on a second check; the set still works.
+    fails_naming(ep, vr)
+    assert.are.equal("ok", ep:wait(0))
+    -- remove reports EBADF, drops the entry, and the set is consistent.
+    local ok, rerr = pcall(ep.remove, ep, vr)
+    assert.is_false(ok)
+    assert.are.equal("lepoll: remove fd " .. vr .. ": Bad file descriptor (EBADF)", rerr)
+    assert.is_nil(ep:find(vr))
+    passes(ep)
+  end)
+
+  it("fails naming the fd when the kernel still watches one the table dropped", function()
+    local ep = new_set()
+    local r, w = pipe()
+    local vr, vw = assert(T.pipe())
+    local alive = assert(T.dup(vr))
+    local vr_open = true
+    defer(function() H.close(vr_open and vr, vw, alive) end)
+    ep:set(vr, "in")
+    -- Closing the number while a dup keeps the file open: the kernel keeps
+    -- its entry under the old number, so table and kernel still agree.
+    assert.is_true(T.close(vr))
+    vr_open = false
+    passes(ep)
+    -- remove: the table drops it, the kernel refuses (EBADF) and keeps it.
+    local ok, rerr = pcall(ep.remove, ep, vr)
+    assert.is_false(ok)
+    assert.are.equal("lepoll: remove fd " .. vr .. ": Bad file descriptor (EBADF)", rerr)
+    assert.are.same({ [vr] = F("in") | ERR_HUP }, kernel_view(ep))
+    local err = fails_naming(ep, vr)
+    assert.matches("not in the table", err, 1, true)
+    -- The last reference goes: the kernel forgets it, consistent again.
+    H.close(alive)
+    alive = nil
+    assert.are.same({}, kernel_view(ep))
+    passes(ep)
+    ep:set(r, "in")
+    T.write(w, "x")
+    assert.are.equal("ok", ep:wait(0))
+    passes(ep)
+  end)
+end)

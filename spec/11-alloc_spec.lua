@@ -1,0 +1,142 @@
+local lepoll = require "lepoll"
+local H = require "support.helpers"
+local T = H.T
+
+local IN = lepoll.IN
+local ROUNDS = 100000
+local WARMUP = 2000
+
+-- busted keeps only the last finally() of a test: cleanups go in a list
+-- that one finally() runs, last registered first.
+local pending = {}
+local function defer(fn)
+  pending[#pending + 1] = fn
+  finally(function()
+    local list = pending
+    pending = {}
+    for i = #list, 1, -1 do list[i]() end
+  end)
+end
+
+-- A set watching n level-triggered pipes for IN, each with `data` waiting
+-- (none when data is nil). Returns the set and the read ends.
+local function set_with_pipes(n, data)
+  local ep = lepoll.create()
+  local fds, all = {}, {}
+  defer(function()
+    ep:close()
+    H.close(table.unpack(all))
+  end)
+  for i = 1, n do
+    local r, w = assert(T.pipe())
+    all[#all + 1] = r
+    all[#all + 1] = w
+    fds[i] = r
+    ep:set(r, IN)
+    if data then assert.are.equal(#data, T.write(w, data)) end
+  end
+  return ep, fds
+end
+
+-- Kilobytes allocated by run(ROUNDS), after run(WARMUP), with the
+-- collector stopped so that any allocation shows in the count.
+local function growth(run)
+  run(WARMUP)
+  collectgarbage()
+  collectgarbage()
+  collectgarbage("stop")
+  local before = collectgarbage("count")
+  local ok, err = pcall(run, ROUNDS)
+  local after = collectgarbage("count")
+  collectgarbage("restart")
+  assert(ok, err)
+  return after - before
+end
+
+describe("steady state", function()
+  H.no_fd_leaks(lazy_setup, lazy_teardown)
+
+  it("is measured by a method that sees one allocation", function()
+    -- Control: the same measurement notices a round that makes a string.
+    local ep = set_with_pipes(1, "x")
+    local s
+    local kb = growth(function(n)
+      for i = 1, n do
+        ep:wait(0)
+        if i == n then s = tostring(ep) end
+      end
+    end)
+    assert.is_true(kb > 0)
+    assert.matches("^epoll{", s)
+  end)
+
+  it("allocates nothing in wait(0) + fold_ready + set (MOD) + find", function()
+    local ep, fds = set_with_pipes(3, "x")
+    local nfds = #fds
+    local bad, sum = 0, 0
+    local function f(acc, fd, flags) return acc + fd + flags end
+    local expected = fds[1] + fds[2] + fds[3] + 3 * IN
+    local function run(n)
+      for i = 1, n do
+        if ep:wait(0) ~= "ok" then bad = bad + 1 end
+        sum = ep:fold_ready(0, f)
+        if sum ~= expected then bad = bad + 1 end
+        local fd = fds[i % nfds + 1]
+        ep:set(fd, IN) -- in the table: EPOLL_CTL_MOD
+        if ep:find(fd) ~= IN then bad = bad + 1 end
+      end
+    end
+    assert.are.equal(0, growth(run))
+    assert.are.equal(0, bad)
+    assert.are.equal(expected, sum)
+    ep:invariant()
+  end)
+
+  it("allocates nothing in wait(0) + iter_ready + set (MOD) + find", function()
+    local ep, fds = set_with_pipes(3, "x")
+    local nfds = #fds
+    local bad, calls, fdsum = 0, 0, 0
+    local function g(fd, flags)
+      calls = calls + 1
+      fdsum = fdsum + fd
+      if flags ~= IN then bad = bad + 1 end
+    end
+    local function run(n)
+      for i = 1, n do
+        if ep:wait(0) ~= "ok" then bad = bad + 1 end
+        ep:iter_ready(g)
+        local fd = fds[i % nfds + 1]
+        ep:set(fd, IN)
+        if ep:find(fd) ~= IN then bad = bad + 1 end
+      end
+    end
+    assert.are.equal(0, growth(run))
+    assert.are.equal(0, bad)
+    assert.are.equal(3 * (WARMUP + ROUNDS), calls)
+    assert.are.equal((fds[1] + fds[2] + fds[3]) * (WARMUP + ROUNDS), fdsum)
+  end)
+
+  it("allocates nothing when wait returns timeout", function()
+    local ep, fds = set_with_pipes(3, nil)
+    local nfds = #fds
+    local bad, calls = 0, 0
+    local function f(acc) calls = calls + 1 return acc end
+    local function g() calls = calls + 1 end
+    local init = 17
+    local function run(n)
+      for i = 1, n do
+        if ep:wait(0) ~= "timeout" then bad = bad + 1 end
+        if ep:wait("immediately") ~= "timeout" then bad = bad + 1 end
+        if ep:wait_timeout_after(0) ~= "timeout" then bad = bad + 1 end
+        if ep:fold_ready(init, f) ~= init then bad = bad + 1 end
+        ep:iter_ready(g)
+        local fd = fds[i % nfds + 1]
+        ep:set(fd, IN)
+        if ep:find(fd) ~= IN then bad = bad + 1 end
+      end
+    end
+    assert.are.equal(0, growth(run))
+    assert.are.equal(0, bad)
+    assert.are.equal(0, calls)
+  end)
+end)
