@@ -107,10 +107,15 @@ static lua_Integer object_to_fd(lua_State *L, int idx, const lep_set *s)
 	    (lua_type(L, idx) == LUA_TUSERDATA && luaL_getmetafield(L, idx, "__index") != LUA_TNIL)) {
 		lua_settop(L, top);
 		for (i = 0; i < sizeof methods / sizeof methods[0]; i++) {
-			if (lua_getfield(L, idx, methods[i]) == LUA_TNIL) {
+			int t = lua_getfield(L, idx, methods[i]);
+			if (t == LUA_TNIL) {
 				lua_pop(L, 1);
 				continue;
 			}
+			if (t != LUA_TFUNCTION && luaL_getmetafield(L, -1, "__call") == LUA_TNIL)
+				luaL_argerror(L, idx, lua_pushfstring(L, "%s is %s, not a method", methods[i],
+				                                      luaL_typename(L, -1)));
+			lua_settop(L, top + 1);
 			lua_pushvalue(L, idx);
 			lua_call(L, 1, 1);
 			if (lua_type(L, -1) != LUA_TNUMBER)
@@ -148,6 +153,24 @@ static uint32_t flags_from_number(lua_State *L, int idx, int arg)
 	return (uint32_t)v;
 }
 
+/* A name as it can be shown in a message: control bytes (NUL included,
+ * which would cut the message short) as \ddd, long names cut with "...". */
+static void printable(const char *name, size_t len, char *out, size_t n)
+{
+	size_t i, k = 0;
+
+	for (i = 0; i < len && k + 8 < n; i++) {
+		unsigned char c = (unsigned char)name[i];
+		if (c < 0x20 || c == 0x7f)
+			k += (size_t)snprintf(out + k, n - k, "\\%d", c);
+		else
+			out[k++] = (char)c;
+	}
+	if (i < len)
+		k += (size_t)snprintf(out + k, n - k, "...");
+	out[k] = '\0';
+}
+
 static uint32_t flags_from_string(lua_State *L, int idx, int arg)
 {
 	size_t len, bad = 0, badlen = 0;
@@ -155,8 +178,9 @@ static uint32_t flags_from_string(lua_State *L, int idx, int arg)
 	uint32_t flags;
 
 	if (lep_parse_flags(str, len, &flags, &bad, &badlen) != 0) {
-		lua_pushlstring(L, str + bad, badlen);
-		luaL_argerror(L, arg, lua_pushfstring(L, "unknown flag name '%s'", lua_tostring(L, -1)));
+		char shown[64];
+		printable(str + bad, badlen, shown, sizeof shown);
+		luaL_argerror(L, arg, lua_pushfstring(L, "unknown flag name '%s'", shown));
 	}
 	return flags;
 }
@@ -304,6 +328,12 @@ static int l_has(lua_State *L)
 static int l_timeout_ms(lua_State *L)
 {
 	lua_pushinteger(L, checktimeout(L, 1));
+	return 1;
+}
+
+static int l_now(lua_State *L)
+{
+	lua_pushnumber(L, (lua_Number)lep_now());
 	return 1;
 }
 
@@ -625,6 +655,7 @@ static const luaL_Reg module_functions[] = {
 	{"flagnames", l_flagnames},
 	{"has", l_has},
 	{"timeout_ms", l_timeout_ms},
+	{"now", l_now},
 	{NULL, NULL},
 };
 

@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <time.h>
 #include <unistd.h>
 
 /* The kernel always watches these, whatever was asked. */
@@ -201,6 +202,14 @@ int lep_timeout_ms(double seconds)
 	if (ms < 1)
 		ms = 1;
 	return ms > INT_MAX ? INT_MAX : (int)ms;
+}
+
+double lep_now(void)
+{
+	struct timespec ts;
+
+	(void)clock_gettime(CLOCK_MONOTONIC, &ts); /* cannot fail on Linux */
+	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
 /* Canonical order of the names. */

@@ -98,6 +98,9 @@ static inline void lep_clear_ready(lep_set *s) { s->nready = 0; }
  * to the largest timeout; +inf gives -1 (never). */
 LEP_HIDDEN int lep_timeout_ms(double seconds);
 
+/* CLOCK_MONOTONIC in seconds. */
+LEP_HIDDEN double lep_now(void);
+
 /* "in|out|et", canonical order, unnamed bits as one hex literal at the end.
  * Returns the length; writes at most n bytes including the NUL. */
 LEP_HIDDEN size_t lep_flagnames(uint32_t flags, char *buf, size_t n);
