@@ -2,18 +2,6 @@ local lepoll = require "lepoll"
 local H = require "support.helpers"
 local T = H.T
 
--- Argument errors carry the caller's position ("spec/...:N: "): check that
--- it names this file, then return the message proper.
-local THIS = debug.getinfo(1, "S").short_src
-local function msg_of(f)
-  local ok, err = pcall(f)
-  assert(not ok, "expected an error")
-  assert.are.equal("string", type(err))
-  local where, msg = err:match("^(.-):%d+: (.*)$")
-  assert.are.equal(THIS, where, err)
-  return msg
-end
-
 -- Largest max_ready_events that epoll_wait takes: INT_MAX divided by the
 -- size of struct epoll_event (packed to 12 bytes on x86_64 only).
 local function max_ready()
@@ -27,9 +15,7 @@ describe("lepoll.create", function()
   H.no_fd_leaks(lazy_setup, lazy_teardown)
 
   it("defaults to the soft RLIMIT_NOFILE and 256 ready events", function()
-    local soft = T.nofile()
-    -- An unlimited soft limit cannot be a range: lepoll caps it to INT_MAX.
-    local expected = (soft < 0 or soft > 0x7fffffff) and 0x7fffffff or soft
+    local expected = H.default_num_file_descrs()
     local ep = lepoll.create()
     finally(function() ep:close() end)
     assert.are.equal(string.format(
@@ -39,8 +25,7 @@ describe("lepoll.create", function()
   end)
 
   it("takes nil for either argument as its default", function()
-    local soft = T.nofile()
-    local expected = (soft < 0 or soft > 0x7fffffff) and 0x7fffffff or soft
+    local expected = H.default_num_file_descrs()
     local a = lepoll.create(nil, 8)
     local b = lepoll.create(32, nil)
     finally(function() a:close(); b:close() end)
@@ -80,24 +65,24 @@ describe("lepoll.create", function()
   it("refuses a num_file_descrs that is not an integer >= 1", function()
     local before = T.fdcount()
     assert.are.equal("bad argument #1 to 'create' (num_file_descrs must be in [1, 2147483647], got 0)",
-      msg_of(function() return lepoll.create(0) end))
+      H.msg_of(function() return lepoll.create(0) end))
     assert.are.equal("bad argument #1 to 'create' (num_file_descrs must be in [1, 2147483647], got -1)",
-      msg_of(function() return lepoll.create(-1) end))
+      H.msg_of(function() return lepoll.create(-1) end))
     assert.are.equal(
       "bad argument #1 to 'create' (num_file_descrs must be in [1, 2147483647], got 2147483648)",
-      msg_of(function() return lepoll.create(0x80000000) end))
+      H.msg_of(function() return lepoll.create(0x80000000) end))
     assert.are.equal("bad argument #1 to 'create' (num_file_descrs must be an integer)",
-      msg_of(function() return lepoll.create(1.5) end))
+      H.msg_of(function() return lepoll.create(1.5) end))
     assert.are.equal("bad argument #1 to 'create' (num_file_descrs must be an integer)",
-      msg_of(function() return lepoll.create(0 / 0) end))
+      H.msg_of(function() return lepoll.create(0 / 0) end))
     assert.are.equal("bad argument #1 to 'create' (num_file_descrs must be an integer)",
-      msg_of(function() return lepoll.create(math.huge) end))
+      H.msg_of(function() return lepoll.create(math.huge) end))
     assert.are.equal("bad argument #1 to 'create' (integer expected, got string)",
-      msg_of(function() return lepoll.create("10") end))
+      H.msg_of(function() return lepoll.create("10") end))
     assert.are.equal("bad argument #1 to 'create' (integer expected, got table)",
-      msg_of(function() return lepoll.create({}) end))
+      H.msg_of(function() return lepoll.create({}) end))
     assert.are.equal("bad argument #1 to 'create' (integer expected, got boolean)",
-      msg_of(function() return lepoll.create(true) end))
+      H.msg_of(function() return lepoll.create(true) end))
     -- A refused create opens nothing.
     assert.are.equal(before, T.fdcount())
   end)
@@ -107,21 +92,21 @@ describe("lepoll.create", function()
     local range = "[1, " .. max .. "]"
     local before = T.fdcount()
     assert.are.equal("bad argument #2 to 'create' (max_ready_events must be in " .. range .. ", got 0)",
-      msg_of(function() return lepoll.create(64, 0) end))
+      H.msg_of(function() return lepoll.create(64, 0) end))
     assert.are.equal("bad argument #2 to 'create' (max_ready_events must be in " .. range .. ", got -1)",
-      msg_of(function() return lepoll.create(64, -1) end))
+      H.msg_of(function() return lepoll.create(64, -1) end))
     assert.are.equal("bad argument #2 to 'create' (max_ready_events must be in " .. range
       .. ", got " .. (max + 1) .. ")",
-      msg_of(function() return lepoll.create(64, max + 1) end))
+      H.msg_of(function() return lepoll.create(64, max + 1) end))
     assert.are.equal("bad argument #2 to 'create' (max_ready_events must be in " .. range
       .. ", got " .. math.maxinteger .. ")",
-      msg_of(function() return lepoll.create(64, math.maxinteger) end))
+      H.msg_of(function() return lepoll.create(64, math.maxinteger) end))
     assert.are.equal("bad argument #2 to 'create' (max_ready_events must be an integer)",
-      msg_of(function() return lepoll.create(64, 1.5) end))
+      H.msg_of(function() return lepoll.create(64, 1.5) end))
     assert.are.equal("bad argument #2 to 'create' (integer expected, got string)",
-      msg_of(function() return lepoll.create(64, "10") end))
+      H.msg_of(function() return lepoll.create(64, "10") end))
     assert.are.equal("bad argument #2 to 'create' (integer expected, got table)",
-      msg_of(function() return lepoll.create(64, {}) end))
+      H.msg_of(function() return lepoll.create(64, {}) end))
     assert.are.equal(before, T.fdcount())
   end)
 
@@ -151,9 +136,9 @@ describe("lepoll.create", function()
   it("refuses getfd, pollfd and events on a closed set", function()
     local ep = lepoll.create(64)
     ep:close()
-    assert.are.equal("attempt to use a closed epoll set", msg_of(function() return ep:getfd() end))
-    assert.are.equal("attempt to use a closed epoll set", msg_of(function() return ep:pollfd() end))
-    assert.are.equal("attempt to use a closed epoll set", msg_of(function() return ep:events() end))
+    assert.are.equal("attempt to use a closed epoll set", H.msg_of(function() return ep:getfd() end))
+    assert.are.equal("attempt to use a closed epoll set", H.msg_of(function() return ep:pollfd() end))
+    assert.are.equal("attempt to use a closed epoll set", H.msg_of(function() return ep:events() end))
   end)
 
   it("can be watched by another set, readable when it has a ready event", function()
@@ -187,7 +172,7 @@ describe("lepoll.create", function()
     finally(function() a:close(); b:close() end)
     a:set(b:getfd(), "in")
     assert.are.equal(string.format("lepoll: set fd %d: Too many levels of symbolic links (ELOOP)",
-      a:getfd()), msg_of(function() b:set(a:getfd(), "in") end))
+      a:getfd()), H.msg_of(function() b:set(a:getfd(), "in") end))
     assert.are.equal(0, #b)
     assert.are.equal(1, #a)
     a:invariant()

@@ -1,18 +1,6 @@
 local lepoll = require "lepoll"
 local H = require "support.helpers"
 
--- Argument errors carry the caller's position ("spec/...:N: "): check that
--- it names this file, then return the message proper.
-local THIS = debug.getinfo(1, "S").short_src
-local function msg_of(f)
-  local ok, err = pcall(f)
-  assert(not ok, "expected an error")
-  assert.are.equal("string", type(err))
-  local where, msg = err:match("^(.-):%d+: (.*)$")
-  assert.are.equal(THIS, where, err)
-  return msg
-end
-
 local IN, OUT, PRI, ERR, HUP = lepoll.IN, lepoll.OUT, lepoll.PRI, lepoll.ERR, lepoll.HUP
 local RDHUP, ET, ONESHOT, EXCLUSIVE = lepoll.RDHUP, lepoll.ET, lepoll.ONESHOT, lepoll.EXCLUSIVE
 local ALL_NAMED = IN | OUT | PRI | ERR | HUP | RDHUP | ET | ONESHOT | EXCLUSIVE
@@ -41,20 +29,20 @@ describe("lepoll flags", function()
 
     it("refuses numbers outside [0, 0xffffffff] and non-integers", function()
       assert.are.equal("bad argument #1 to 'flags' (flags -1 out of range [0, 0xffffffff])",
-        msg_of(function() return lepoll.flags(-1) end))
+        H.msg_of(function() return lepoll.flags(-1) end))
       assert.are.equal("bad argument #1 to 'flags' (flags 4294967296 out of range [0, 0xffffffff])",
-        msg_of(function() return lepoll.flags(2 ^ 32) end))
+        H.msg_of(function() return lepoll.flags(2 ^ 32) end))
       assert.are.equal("bad argument #1 to 'flags' (flags 4294967296 out of range [0, 0xffffffff])",
-        msg_of(function() return lepoll.flags(1 << 32) end))
+        H.msg_of(function() return lepoll.flags(1 << 32) end))
       assert.are.equal("bad argument #1 to 'flags' (flags " .. math.mininteger
         .. " out of range [0, 0xffffffff])",
-        msg_of(function() return lepoll.flags(math.mininteger) end))
+        H.msg_of(function() return lepoll.flags(math.mininteger) end))
       assert.are.equal("bad argument #1 to 'flags' (flags 1.5 are not an integer)",
-        msg_of(function() return lepoll.flags(1.5) end))
+        H.msg_of(function() return lepoll.flags(1.5) end))
       assert.are.equal("bad argument #1 to 'flags' (flags inf are not an integer)",
-        msg_of(function() return lepoll.flags(math.huge) end))
+        H.msg_of(function() return lepoll.flags(math.huge) end))
       assert.matches("^bad argument #1 to 'flags' %(flags %-?nan are not an integer%)$",
-        msg_of(function() return lepoll.flags(0 / 0) end))
+        H.msg_of(function() return lepoll.flags(0 / 0) end))
     end)
 
     it("parses names separated by '|', ',' or white space", function()
@@ -100,34 +88,34 @@ describe("lepoll flags", function()
 
     it("names an unknown name in its error", function()
       assert.are.equal("bad argument #1 to 'flags' (unknown flag name 'bogus')",
-        msg_of(function() return lepoll.flags("bogus") end))
+        H.msg_of(function() return lepoll.flags("bogus") end))
       assert.are.equal("bad argument #1 to 'flags' (unknown flag name 'inn')",
-        msg_of(function() return lepoll.flags("in|inn|out") end))
+        H.msg_of(function() return lepoll.flags("in|inn|out") end))
       -- No prefixes: "i" is not "in".
       assert.are.equal("bad argument #1 to 'flags' (unknown flag name 'i')",
-        msg_of(function() return lepoll.flags("i") end))
+        H.msg_of(function() return lepoll.flags("i") end))
       assert.are.equal("bad argument #1 to 'flags' (unknown flag name 'EPOLLIN')",
-        msg_of(function() return lepoll.flags("EPOLLIN") end))
+        H.msg_of(function() return lepoll.flags("EPOLLIN") end))
       -- Hex literals are what flagnames prints, not names.
       assert.are.equal("bad argument #1 to 'flags' (unknown flag name '0x400')",
-        msg_of(function() return lepoll.flags("in|0x400") end))
+        H.msg_of(function() return lepoll.flags("in|0x400") end))
       assert.are.equal("bad argument #1 to 'flags' (unknown flag name 'nope')",
-        msg_of(function() return lepoll.flags({ "in", "nope" }) end))
+        H.msg_of(function() return lepoll.flags({ "in", "nope" }) end))
     end)
 
     it("refuses other types, and lists holding other types", function()
       assert.are.equal("bad argument #1 to 'flags' (" .. FLAGS_KINDS .. " expected, got no value)",
-        msg_of(function() return lepoll.flags() end))
+        H.msg_of(function() return lepoll.flags() end))
       assert.are.equal("bad argument #1 to 'flags' (" .. FLAGS_KINDS .. " expected, got nil)",
-        msg_of(function() return lepoll.flags(nil) end))
+        H.msg_of(function() return lepoll.flags(nil) end))
       assert.are.equal("bad argument #1 to 'flags' (" .. FLAGS_KINDS .. " expected, got boolean)",
-        msg_of(function() return lepoll.flags(true) end))
+        H.msg_of(function() return lepoll.flags(true) end))
       assert.are.equal("bad argument #1 to 'flags' (" .. FLAGS_KINDS .. " expected, got function)",
-        msg_of(function() return lepoll.flags(print) end))
+        H.msg_of(function() return lepoll.flags(print) end))
       assert.are.equal("bad argument #1 to 'flags' (flag list item 2 is boolean, not a name)",
-        msg_of(function() return lepoll.flags({ "in", true }) end))
+        H.msg_of(function() return lepoll.flags({ "in", true }) end))
       assert.are.equal("bad argument #1 to 'flags' (flag list item 1 is table, not a name)",
-        msg_of(function() return lepoll.flags({ {} }) end))
+        H.msg_of(function() return lepoll.flags({ {} }) end))
     end)
   end)
 
@@ -172,13 +160,13 @@ describe("lepoll flags", function()
 
     it("refuses what lepoll.flags refuses", function()
       assert.are.equal("bad argument #1 to 'flagnames' (flags -1 out of range [0, 0xffffffff])",
-        msg_of(function() return lepoll.flagnames(-1) end))
+        H.msg_of(function() return lepoll.flagnames(-1) end))
       assert.are.equal("bad argument #1 to 'flagnames' (flags 1.5 are not an integer)",
-        msg_of(function() return lepoll.flagnames(1.5) end))
+        H.msg_of(function() return lepoll.flagnames(1.5) end))
       assert.are.equal("bad argument #1 to 'flagnames' (unknown flag name 'bogus')",
-        msg_of(function() return lepoll.flagnames("bogus") end))
+        H.msg_of(function() return lepoll.flagnames("bogus") end))
       assert.are.equal("bad argument #1 to 'flagnames' (" .. FLAGS_KINDS .. " expected, got nil)",
-        msg_of(function() return lepoll.flagnames(nil) end))
+        H.msg_of(function() return lepoll.flagnames(nil) end))
     end)
   end)
 
@@ -211,15 +199,15 @@ describe("lepoll flags", function()
 
     it("refuses a bad spec in either argument", function()
       assert.are.equal("bad argument #1 to 'has' (unknown flag name 'bogus')",
-        msg_of(function() return lepoll.has("bogus", IN) end))
+        H.msg_of(function() return lepoll.has("bogus", IN) end))
       assert.are.equal("bad argument #2 to 'has' (unknown flag name 'nope')",
-        msg_of(function() return lepoll.has(IN, "in|nope") end))
+        H.msg_of(function() return lepoll.has(IN, "in|nope") end))
       assert.are.equal("bad argument #2 to 'has' (" .. FLAGS_KINDS .. " expected, got no value)",
-        msg_of(function() return lepoll.has(IN) end))
+        H.msg_of(function() return lepoll.has(IN) end))
       assert.are.equal("bad argument #2 to 'has' (flags -1 out of range [0, 0xffffffff])",
-        msg_of(function() return lepoll.has(IN, -1) end))
+        H.msg_of(function() return lepoll.has(IN, -1) end))
       assert.are.equal("bad argument #1 to 'has' (flags 0.5 are not an integer)",
-        msg_of(function() return lepoll.has(0.5, IN) end))
+        H.msg_of(function() return lepoll.has(0.5, IN) end))
     end)
   end)
 end)

@@ -3,18 +3,6 @@ local socket = require "socket"
 local H = require "support.helpers"
 local T = H.T
 
--- Errors carry the caller's position ("spec/...:N: "): check that it names
--- this file, then return the message proper.
-local THIS = debug.getinfo(1, "S").short_src
-local function msg_of(f)
-  local ok, err = pcall(f)
-  assert(not ok, "expected an error")
-  assert.are.equal("string", type(err))
-  local where, msg = err:match("^(.-):%d+: (.*)$")
-  assert.are.equal(THIS, where, err)
-  return msg
-end
-
 local IN, OUT, ET, ONESHOT, EXCLUSIVE = lepoll.IN, lepoll.OUT, lepoll.ET, lepoll.ONESHOT,
   lepoll.EXCLUSIVE
 local FD_KINDS = "file descriptor (integer, file handle or object with getfd/pollfd/fileno)"
@@ -139,7 +127,7 @@ describe("the watched table", function()
       ep:set(r, "in")
       local before = tostring(ep)
       assert.are.equal(string.format("lepoll: set fd %d: Operation not permitted (EPERM)", file),
-        msg_of(function() ep:set(file, "in") end))
+        H.msg_of(function() ep:set(file, "in") end))
       assert.is_nil(ep:find(file))
       assert.are.equal(1, #ep)
       assert.are.equal(before, tostring(ep))
@@ -157,11 +145,11 @@ describe("the watched table", function()
       ep:set(r, "in")
       T.close(r) -- behind the table's back: the kernel drops its entry
       assert.are.equal(string.format("lepoll: set fd %d: Bad file descriptor (EBADF)", r),
-        msg_of(function() ep:set(r, "in|out") end))
+        H.msg_of(function() ep:set(r, "in|out") end))
       assert.are.equal(IN, ep:find(r))
       assert.are.equal(1, #ep)
       assert.are.equal(string.format("lepoll: remove fd %d: Bad file descriptor (EBADF)", r),
-        msg_of(function() ep:remove(r) end))
+        H.msg_of(function() ep:remove(r) end))
       assert.are.equal(0, #ep)
     end)
   end)
@@ -214,11 +202,11 @@ describe("the watched table", function()
       T.close(r)
       T.close(w)
       assert.are.equal(string.format("lepoll: remove fd %d: Bad file descriptor (EBADF)", r),
-        msg_of(function() ep:remove(r) end))
+        H.msg_of(function() ep:remove(r) end))
       assert.is_nil(ep:find(r))
       assert.are.equal(1, #ep)
       assert.are.equal(string.format("lepoll: remove fd %d: Bad file descriptor (EBADF)", w),
-        msg_of(function() ep:remove(w) end))
+        H.msg_of(function() ep:remove(w) end))
       assert.is_nil(ep:find(w))
       assert.are.equal(0, #ep)
       ep:invariant()
@@ -250,7 +238,7 @@ describe("the watched table", function()
       reused = assert(T.dup(w, r)) -- the lowest free number: r's
       assert.are.equal(r, reused)
       assert.are.equal(string.format("lepoll: remove fd %d: No such file or directory (ENOENT)", r),
-        msg_of(function() ep:remove(r) end))
+        H.msg_of(function() ep:remove(r) end))
       assert.is_nil(ep:find(r))
       assert.are.equal(0, #ep)
       ep:invariant()
@@ -265,7 +253,7 @@ describe("the watched table", function()
     local ep = lepoll.create(64)
     finally(function() ep:close() end)
     assert.are.equal(string.format("lepoll: set fd %d: Invalid argument (EINVAL)", ep:getfd()),
-      msg_of(function() ep:set(ep, "in") end))
+      H.msg_of(function() ep:set(ep, "in") end))
     assert.is_nil(ep:find(ep))
     assert.are.equal(0, #ep)
     ep:invariant()
@@ -291,7 +279,7 @@ describe("the watched table", function()
       ep:set(r, "in")
       assert.are.equal(string.format("bad argument #2 to 'set' (exclusive can only be set when fd %d "
         .. "is added; remove it first)", r),
-        msg_of(function() ep:set(r, "in|exclusive") end))
+        H.msg_of(function() ep:set(r, "in|exclusive") end))
       assert.are.equal(IN, ep:find(r))
       ep:invariant()
       -- Removing first is the way.
@@ -308,11 +296,11 @@ describe("the watched table", function()
       ep:set(r, "in|exclusive")
       local plain = string.format("bad argument #2 to 'set' (fd %d was added with exclusive, which "
         .. "the kernel never modifies; remove it first)", r)
-      assert.are.equal(plain, msg_of(function() ep:set(r, "in") end))
-      assert.are.equal(plain, msg_of(function() ep:set(r, "in|out") end))
+      assert.are.equal(plain, H.msg_of(function() ep:set(r, "in") end))
+      assert.are.equal(plain, H.msg_of(function() ep:set(r, "in|out") end))
       assert.are.equal(string.format("bad argument #2 to 'set' (exclusive can only be set when fd %d "
         .. "is added; remove it first)", r),
-        msg_of(function() ep:set(r, "in|exclusive") end))
+        H.msg_of(function() ep:set(r, "in|exclusive") end))
       assert.are.equal(IN | EXCLUSIVE, ep:find(r))
       assert.are.equal(1, #ep)
       ep:invariant()
@@ -360,7 +348,7 @@ describe("the watched table", function()
       local ep = lepoll.create(64)
       finally(function() ep:close(); fh:close() end)
       assert.are.equal(string.format("lepoll: set fd %d: Operation not permitted (EPERM)", expected),
-        msg_of(function() ep:set(fh, "in") end))
+        H.msg_of(function() ep:set(fh, "in") end))
       assert.is_nil(ep:find(fh))
       assert.are.equal(0, #ep)
     end)
@@ -371,11 +359,11 @@ describe("the watched table", function()
       local ep = lepoll.create(64)
       finally(function() ep:close() end)
       assert.are.equal("bad argument #1 to 'set' (closed file handle (valid range [0, 64)))",
-        msg_of(function() ep:set(fh, "in") end))
+        H.msg_of(function() ep:set(fh, "in") end))
       assert.are.equal("bad argument #1 to 'find' (closed file handle (valid range [0, 64)))",
-        msg_of(function() return ep:find(fh) end))
+        H.msg_of(function() return ep:find(fh) end))
       assert.are.equal("bad argument #1 to 'remove' (closed file handle (valid range [0, 64)))",
-        msg_of(function() ep:remove(fh) end))
+        H.msg_of(function() ep:remove(fh) end))
       assert.are.equal(0, #ep)
     end)
 
@@ -423,14 +411,14 @@ describe("the watched table", function()
       local ep = lepoll.create(64)
       finally(function() ep:close(); H.close(r, w) end)
       assert.are.equal("bad argument #1 to 'set' (getfd returned string, not an fd)",
-        msg_of(function() ep:set({ getfd = function() return tostring(r) end }, "in") end))
+        H.msg_of(function() ep:set({ getfd = function() return tostring(r) end }, "in") end))
       assert.are.equal("bad argument #1 to 'set' (fileno returned nil, not an fd)",
-        msg_of(function() ep:set({ fileno = function() end }, "in") end))
+        H.msg_of(function() ep:set({ fileno = function() end }, "in") end))
       assert.are.equal("bad argument #1 to 'set' (fd -1 out of range [0, 64))",
-        msg_of(function() ep:set({ pollfd = function() return -1 end }, "in") end))
+        H.msg_of(function() ep:set({ pollfd = function() return -1 end }, "in") end))
       assert.are.equal(string.format("bad argument #1 to 'set' (fd %d.5 is not an integer "
         .. "(valid range [0, 64)))", r),
-        msg_of(function() ep:set({ getfd = function() return r + 0.5 end }, "in") end))
+        H.msg_of(function() ep:set({ getfd = function() return r + 0.5 end }, "in") end))
       assert.are.equal(0, #ep)
     end)
 
@@ -486,7 +474,7 @@ describe("the watched table", function()
       local ep = lepoll.create(64)
       finally(function() ep:close() end)
       assert.are.equal("bad argument #1 to 'set' (fd -1 out of range [0, 64))",
-        msg_of(function() ep:set(sock, "in") end))
+        H.msg_of(function() ep:set(sock, "in") end))
     end)
 
     it("accept the last fd of the range and refuse the one after it", function()
@@ -499,15 +487,15 @@ describe("the watched table", function()
       ep:set(63, "in")
       assert.are.equal(IN, ep:find(63))
       assert.are.equal("bad argument #1 to 'set' (fd 64 out of range [0, 64))",
-        msg_of(function() ep:set(64, "in") end))
+        H.msg_of(function() ep:set(64, "in") end))
       assert.are.equal("bad argument #1 to 'set' (fd 64 out of range [0, 64))",
-        msg_of(function() ep:set(64.0, "in") end))
+        H.msg_of(function() ep:set(64.0, "in") end))
       assert.are.equal("bad argument #1 to 'set' (fd 64 out of range [0, 64))",
-        msg_of(function() ep:set({ fileno = function() return past end }, "in") end))
+        H.msg_of(function() ep:set({ fileno = function() return past end }, "in") end))
       assert.are.equal("bad argument #1 to 'find' (fd 64 out of range [0, 64))",
-        msg_of(function() return ep:find(64) end))
+        H.msg_of(function() return ep:find(64) end))
       assert.are.equal("bad argument #1 to 'remove' (fd 64 out of range [0, 64))",
-        msg_of(function() ep:remove(64) end))
+        H.msg_of(function() ep:remove(64) end))
       assert.are.same({ { 63, IN } }, entries(ep))
       ep:invariant()
       assert.are.equal(1, T.write(w, "x"))
@@ -527,7 +515,7 @@ describe("the watched table", function()
       assert.are.equal(IN, wide:find(fd))
       wide:invariant()
       assert.are.equal(string.format("bad argument #1 to 'set' (fd %d out of range [0, %d))", fd, fd),
-        msg_of(function() narrow:set(fd, "in") end))
+        H.msg_of(function() narrow:set(fd, "in") end))
       assert.are.equal(0, #narrow)
     end)
 
@@ -571,18 +559,18 @@ describe("the watched table", function()
       local ep = lepoll.create(64)
       finally(function() ep:close(); H.close(r, w) end)
       assert.are.equal("bad argument #1 to 'set' (fd -1 out of range [0, 64))",
-        msg_of(function() ep:set(-1, "in") end))
+        H.msg_of(function() ep:set(-1, "in") end))
       assert.are.equal("bad argument #1 to 'set' (fd " .. math.mininteger .. " out of range [0, 64))",
-        msg_of(function() ep:set(math.mininteger, "in") end))
+        H.msg_of(function() ep:set(math.mininteger, "in") end))
       assert.are.equal("bad argument #1 to 'set' (fd -1 out of range [0, 64))",
-        msg_of(function() ep:set(-1.0, "in") end))
+        H.msg_of(function() ep:set(-1.0, "in") end))
       assert.are.equal(string.format("bad argument #1 to 'set' (fd %d.5 is not an integer "
         .. "(valid range [0, 64)))", r),
-        msg_of(function() ep:set(r + 0.5, "in") end))
+        H.msg_of(function() ep:set(r + 0.5, "in") end))
       assert.are.equal("bad argument #1 to 'find' (fd inf is not an integer (valid range [0, 64)))",
-        msg_of(function() return ep:find(math.huge) end))
+        H.msg_of(function() return ep:find(math.huge) end))
       assert.matches("^bad argument #1 to 'remove' %(fd %-?nan is not an integer %(valid range "
-        .. "%[0, 64%)%)%)$", msg_of(function() ep:remove(0 / 0) end))
+        .. "%[0, 64%)%)%)$", H.msg_of(function() ep:remove(0 / 0) end))
       assert.are.equal(0, #ep)
     end)
 
@@ -593,9 +581,9 @@ describe("the watched table", function()
       -- 2^32 + r would be r if cut to 32 bits.
       assert.are.equal(string.format("bad argument #1 to 'set' (fd %d out of range "
         .. "[0, 2147483647))", (1 << 32) + r),
-        msg_of(function() ep:set((1 << 32) + r, "in") end))
+        H.msg_of(function() ep:set((1 << 32) + r, "in") end))
       assert.are.equal("bad argument #1 to 'set' (fd 2147483647 out of range [0, 2147483647))",
-        msg_of(function() ep:set(0x7fffffff, "in") end))
+        H.msg_of(function() ep:set(0x7fffffff, "in") end))
       assert.are.equal(0, #ep)
     end)
 
@@ -607,14 +595,14 @@ describe("the watched table", function()
         { coroutine.create(print), "thread" }, { nil, "nil" },
       }) do
         assert.are.equal("bad argument #1 to 'set' (" .. FD_KINDS .. " expected, got " .. case[2] .. ")",
-          msg_of(function() ep:set(case[1], "in") end))
+          H.msg_of(function() ep:set(case[1], "in") end))
         assert.are.equal("bad argument #1 to 'find' (" .. FD_KINDS .. " expected, got " .. case[2] .. ")",
-          msg_of(function() return ep:find(case[1]) end))
+          H.msg_of(function() return ep:find(case[1]) end))
         assert.are.equal("bad argument #1 to 'remove' (" .. FD_KINDS .. " expected, got "
-          .. case[2] .. ")", msg_of(function() ep:remove(case[1]) end))
+          .. case[2] .. ")", H.msg_of(function() ep:remove(case[1]) end))
       end
       assert.are.equal("bad argument #1 to 'find' (" .. FD_KINDS .. " expected, got no value)",
-        msg_of(function() return ep:find() end))
+        H.msg_of(function() return ep:find() end))
       assert.are.equal(0, #ep)
     end)
 
@@ -624,15 +612,15 @@ describe("the watched table", function()
       finally(function() ep:close(); H.close(r, w) end)
       ep:set(r, "in")
       assert.are.equal("bad argument #2 to 'set' (unknown flag name 'bogus')",
-        msg_of(function() ep:set(r, "in|bogus") end))
+        H.msg_of(function() ep:set(r, "in|bogus") end))
       assert.are.equal("bad argument #2 to 'set' (flags -1 out of range [0, 0xffffffff])",
-        msg_of(function() ep:set(r, -1) end))
+        H.msg_of(function() ep:set(r, -1) end))
       assert.are.equal("bad argument #2 to 'set' (flags 1.5 are not an integer)",
-        msg_of(function() ep:set(w, 1.5) end))
+        H.msg_of(function() ep:set(w, 1.5) end))
       assert.are.equal("bad argument #2 to 'set' (" .. FLAGS_KINDS .. " expected, got no value)",
-        msg_of(function() ep:set(w) end))
+        H.msg_of(function() ep:set(w) end))
       assert.are.equal("bad argument #2 to 'set' (" .. FLAGS_KINDS .. " expected, got boolean)",
-        msg_of(function() ep:set(w, true) end))
+        H.msg_of(function() ep:set(w, true) end))
       assert.are.same({ { r, IN } }, entries(ep))
       ep:invariant()
     end)
@@ -644,9 +632,9 @@ describe("the watched table", function()
     finally(function() H.close(r, w) end)
     ep:set(r, "in")
     ep:close()
-    assert.are.equal("attempt to use a closed epoll set", msg_of(function() ep:set(r, "in") end))
-    assert.are.equal("attempt to use a closed epoll set", msg_of(function() return ep:find(r) end))
-    assert.are.equal("attempt to use a closed epoll set", msg_of(function() ep:remove(r) end))
+    assert.are.equal("attempt to use a closed epoll set", H.msg_of(function() ep:set(r, "in") end))
+    assert.are.equal("attempt to use a closed epoll set", H.msg_of(function() return ep:find(r) end))
+    assert.are.equal("attempt to use a closed epoll set", H.msg_of(function() ep:remove(r) end))
     assert.are.equal(0, #ep)
   end)
 end)

@@ -2,30 +2,6 @@ local lepoll = require "lepoll"
 local H = require "support.helpers"
 local T = H.T
 
--- Errors carry the caller's position ("spec/...:N: "): check that it names
--- this file, then return the message proper.
-local THIS = debug.getinfo(1, "S").short_src
-local function msg_of(f)
-  local ok, err = pcall(f)
-  assert(not ok, "expected an error")
-  assert.are.equal("string", type(err))
-  local where, msg = err:match("^(.-):%d+: (.*)$")
-  assert.are.equal(THIS, where, err)
-  return msg
-end
-
--- The same, for errors raised where Lua knows no position (a metamethod
--- called from C, as __pairs from pairs): a position, if any, is this file.
-local function msg_anywhere(f)
-  local ok, err = pcall(f)
-  assert(not ok, "expected an error")
-  assert.are.equal("string", type(err))
-  local where, msg = err:match("^(.-):%d+: (.*)$")
-  if where == nil then return err end
-  assert.are.equal(THIS, where, err)
-  return msg
-end
-
 local IN, OUT, ET = lepoll.IN, lepoll.OUT, lepoll.ET
 local CLOSED = "attempt to use a closed epoll set"
 
@@ -88,9 +64,9 @@ describe("iterating over the watched table", function()
       local ep = lepoll.create(64)
       finally(function() ep:close() end)
       assert.are.equal("bad argument #1 to 'iter' (function expected, got no value)",
-        msg_of(function() ep:iter() end))
+        H.msg_of(function() ep:iter() end))
       assert.are.equal("bad argument #1 to 'iter' (function expected, got table)",
-        msg_of(function() ep:iter({}) end))
+        H.msg_of(function() ep:iter({}) end))
     end)
   end)
 
@@ -149,9 +125,9 @@ describe("iterating over the watched table", function()
       local ep = lepoll.create(64)
       finally(function() ep:close() end)
       assert.are.equal("bad argument #2 to 'fold' (function expected, got no value)",
-        msg_of(function() return ep:fold(0) end))
+        H.msg_of(function() return ep:fold(0) end))
       assert.are.equal("bad argument #2 to 'fold' (function expected, got number)",
-        msg_of(function() return ep:fold(0, 1) end))
+        H.msg_of(function() return ep:fold(0, 1) end))
     end)
   end)
 
@@ -185,7 +161,7 @@ describe("iterating over the watched table", function()
     it("pairs on a closed set raises the closed-set error", function()
       local ep = lepoll.create(64)
       ep:close()
-      assert.are.equal(CLOSED, msg_anywhere(function()
+      assert.are.equal(CLOSED, H.msg_anywhere(function()
         for _ in pairs(ep) do end
       end))
     end)
@@ -206,8 +182,8 @@ describe("iterating over the watched table", function()
     it("iter and fold on a closed set raise the closed-set error", function()
       local ep = lepoll.create(64)
       ep:close()
-      assert.are.equal(CLOSED, msg_of(function() ep:iter(function() end) end))
-      assert.are.equal(CLOSED, msg_of(function() return ep:fold(0, function() end) end))
+      assert.are.equal(CLOSED, H.msg_of(function() ep:iter(function() end) end))
+      assert.are.equal(CLOSED, H.msg_of(function() return ep:fold(0, function() end) end))
     end)
   end)
 

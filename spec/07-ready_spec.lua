@@ -4,53 +4,19 @@ local T = H.T
 
 local IN = lepoll.IN
 
--- The message of an error raised by f, without the "file:line: " prefix
--- that luaL_error adds when the caller is a Lua function.
-local function message_of(f, ...)
-  local err = H.error_of(f, ...)
-  assert.are.equal("string", type(err))
-  return err:match("^[^:\n]+:%d+: (.*)$") or err
-end
-
 local WAIT_REFUSED = "cannot wait while iter_ready or fold_ready runs on this epoll set"
 local CLEAR_REFUSED = "cannot clear the ready set while iter_ready or fold_ready runs on it"
 
--- busted keeps only the last finally() of a test: cleanups go in a list
--- that one finally() runs, last registered first.
-local pending = {}
-local function defer(fn)
-  pending[#pending + 1] = fn
-  finally(function()
-    local list = pending
-    pending = {}
-    for i = #list, 1, -1 do list[i]() end
-  end)
-end
+local C = H.cleanups(function(fn) finally(fn) end)
+local defer, watched_pipes = C.defer, C.watched_pipes
 
 describe("the ready set", function()
   H.no_fd_leaks(lazy_setup, lazy_teardown)
 
-  -- n pipes watched for IN on a new set; the caller makes them ready.
-  local function watched_pipes(n)
-    local ep = lepoll.create()
-    local pipes = {}
-    defer(function()
-      ep:close()
-      for _, p in ipairs(pipes) do H.close(p.r, p.w) end
-    end)
-    for i = 1, n do
-      local r, w = assert(T.pipe())
-      pipes[i] = { r = r, w = w }
-      ep:set(r, IN)
-    end
-    return ep, pipes
-  end
-
   -- n pipes, each with one byte waiting, after a wait that saw them all;
   -- the bytes are written in pipe order, so that is the kernel's order.
   local function ready_pipes(n)
-    local ep, pipes = watched_pipes(n)
-    for _, p in ipairs(pipes) do assert.are.equal(1, T.write(p.w, "x")) end
+    local ep, pipes = watched_pipes(n, "x")
     assert.are.equal("ok", ep:wait(0))
     return ep, pipes
   end
@@ -342,10 +308,10 @@ describe("the ready set", function()
 
     it("leaves the set usable when the refusal propagates out of the callback", function()
       local ep, p = ready_pipes(2)
-      assert.are.equal(WAIT_REFUSED, message_of(function()
+      assert.are.equal(WAIT_REFUSED, H.msg_anywhere(function()
         ep:iter_ready(function() ep:wait(0) end)
       end))
-      assert.are.equal(CLEAR_REFUSED, message_of(function()
+      assert.are.equal(CLEAR_REFUSED, H.msg_anywhere(function()
         ep:fold_ready(0, function() ep:clear_ready() end)
       end))
       check_usable(ep, p)
@@ -498,20 +464,20 @@ describe("the ready set", function()
     for _, bad in ipairs({ 42, "f", {}, true, setmetatable({}, {}) }) do
       local t = type(bad)
       assert.are.equal("bad argument #1 to 'iter_ready' (function expected, got " .. t .. ")",
-        message_of(function() ep:iter_ready(bad) end))
+        H.msg_anywhere(function() ep:iter_ready(bad) end))
       assert.are.equal("bad argument #2 to 'fold_ready' (function expected, got " .. t .. ")",
-        message_of(function() ep:fold_ready(0, bad) end))
+        H.msg_anywhere(function() ep:fold_ready(0, bad) end))
     end
     assert.are.equal("bad argument #1 to 'iter_ready' (function expected, got no value)",
-      message_of(function() ep:iter_ready() end))
+      H.msg_anywhere(function() ep:iter_ready() end))
     assert.are.equal("bad argument #2 to 'fold_ready' (function expected, got nil)",
-      message_of(function() ep:fold_ready(0, nil) end))
+      H.msg_anywhere(function() ep:fold_ready(0, nil) end))
     -- Refused even when the ready set is empty, and the set is unharmed.
     ep:clear_ready()
     assert.are.equal("bad argument #1 to 'iter_ready' (function expected, got number)",
-      message_of(function() ep:iter_ready(1) end))
+      H.msg_anywhere(function() ep:iter_ready(1) end))
     assert.are.equal("bad argument #2 to 'fold_ready' (function expected, got number)",
-      message_of(function() ep:fold_ready(0, 1) end))
+      H.msg_anywhere(function() ep:fold_ready(0, 1) end))
     assert.are.equal("ok", ep:wait(0))
   end)
 end)

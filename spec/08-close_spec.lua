@@ -4,31 +4,8 @@ local T = H.T
 
 local CLOSED = "attempt to use a closed epoll set"
 
--- The message of an error raised by f, without the "file:line: " prefix
--- that luaL_error adds when the caller is a Lua function.
-local function message_of(f, ...)
-  local err = H.error_of(f, ...)
-  assert.are.equal("string", type(err))
-  return err:match("^[^:\n]+:%d+: (.*)$") or err
-end
-
--- busted keeps only the last finally() of a test: cleanups go in a list
--- that one finally() runs, last registered first.
-local pending = {}
-local function defer(fn)
-  pending[#pending + 1] = fn
-  finally(function()
-    local list = pending
-    pending = {}
-    for i = #list, 1, -1 do list[i]() end
-  end)
-end
-
-local function pipe()
-  local r, w = assert(T.pipe())
-  defer(function() H.close(r, w) end)
-  return r, w
-end
+local C = H.cleanups(function(fn) finally(fn) end)
+local defer, pipe = C.defer, C.pipe
 
 -- Whether fd is an open descriptor of this process.
 local function is_open(fd)
@@ -72,7 +49,7 @@ describe("closing an epoll set", function()
       local name, call = m[1], m[2]
       it(name, function()
         local ep, fd = closed_set()
-        assert.are.equal(CLOSED, message_of(call, ep, fd))
+        assert.are.equal(CLOSED, H.msg_anywhere(call, ep, fd))
         -- Raised by the method itself: the exact text, nothing added.
         if name ~= "pairs" then
           local ok, err = pcall(ep[name], ep, fd, fd)
@@ -84,7 +61,7 @@ describe("closing an epoll set", function()
           assert.are.equal(CLOSED, err)
         end
         -- And again: the set stays closed, nothing reopened it.
-        assert.are.equal(CLOSED, message_of(call, ep, fd))
+        assert.are.equal(CLOSED, H.msg_anywhere(call, ep, fd))
         assert.are.equal("epoll{closed}", tostring(ep))
       end)
     end
@@ -94,7 +71,7 @@ describe("closing an epoll set", function()
       ep:close()
       local r = pipe()
       for _, m in ipairs(methods) do
-        assert.are.equal(CLOSED, message_of(m[2], ep, r))
+        assert.are.equal(CLOSED, H.msg_anywhere(m[2], ep, r))
       end
     end)
   end)
@@ -162,7 +139,7 @@ describe("closing an epoll set", function()
       assert.are.equal(before, T.fdcount())
       assert.is_false(is_open(epfd))
       assert.are.equal("epoll{closed}", tostring(kept))
-      assert.are.equal(CLOSED, message_of(function() kept:wait(0) end))
+      assert.are.equal(CLOSED, H.msg_anywhere(function() kept:wait(0) end))
     end)
 
     it("closes when an error leaves the scope", function()
@@ -274,15 +251,15 @@ describe("closing an epoll set", function()
       local ep = lepoll.create()
       defer(function() ep:close() end)
       assert.are.equal("bad argument #1 to 'wait' (lepoll.set expected, got table)",
-        message_of(function() return ep.wait({}) end))
+        H.msg_anywhere(function() return ep.wait({}) end))
       assert.are.equal("bad argument #1 to 'wait' (lepoll.set expected, got nil)",
-        message_of(function() return ep.wait(nil) end))
+        H.msg_anywhere(function() return ep.wait(nil) end))
       assert.are.equal("bad argument #1 to 'wait' (lepoll.set expected, got no value)",
-        message_of(function() return ep.wait() end))
+        H.msg_anywhere(function() return ep.wait() end))
       assert.are.equal("bad argument #1 to 'close' (lepoll.set expected, got FILE*)",
-        message_of(function() return ep.close(io.stdout) end))
+        H.msg_anywhere(function() return ep.close(io.stdout) end))
       assert.are.equal("bad argument #1 to 'invariant' (lepoll.set expected, got number)",
-        message_of(function() return ep.invariant(3) end))
+        H.msg_anywhere(function() return ep.invariant(3) end))
     end)
 
     it("is refused by every method and metamethod, the set unharmed", function()

@@ -5,35 +5,8 @@ local T = H.T
 local F = lepoll.flags
 local ERR_HUP = lepoll.ERR | lepoll.HUP
 
--- busted keeps only the last finally() of a test: cleanups go in a list
--- that one finally() runs, last registered first.
-local pending = {}
-local function defer(fn)
-  pending[#pending + 1] = fn
-  finally(function()
-    local list = pending
-    pending = {}
-    for i = #list, 1, -1 do list[i]() end
-  end)
-end
-
-local function new_set(...)
-  local ep = lepoll.create(...)
-  defer(function() ep:close() end)
-  return ep
-end
-
-local function pipe()
-  local r, w = assert(T.pipe())
-  defer(function() H.close(r, w) end)
-  return r, w
-end
-
-local function socketpair(kind)
-  local a, b = assert(T.socketpair(kind))
-  defer(function() H.close(a, b) end)
-  return a, b
-end
+local C = H.cleanups(function(fn) finally(fn) end)
+local defer, new_set, pipe, socketpair = C.defer, C.new_set, C.pipe, C.socketpair
 
 -- The kernel's own view of the set: fd -> events, from the tfd lines of
 -- /proc/self/fdinfo/<epoll fd>. Independent of the module's parser.

@@ -2,35 +2,8 @@ local lepoll = require "lepoll"
 local H = require "support.helpers"
 local T = H.T
 
--- busted keeps only the last finally() of a test: cleanups go in a list
--- that one finally() runs, last registered first.
-local pending = {}
-local function defer(fn)
-  pending[#pending + 1] = fn
-  finally(function()
-    local list = pending
-    pending = {}
-    for i = #list, 1, -1 do list[i]() end
-  end)
-end
-
-local function new_set(...)
-  local ep = lepoll.create(...)
-  defer(function() ep:close() end)
-  return ep
-end
-
-local function pipe()
-  local r, w = assert(T.pipe())
-  defer(function() H.close(r, w) end)
-  return r, w
-end
-
-local function socketpair(kind)
-  local a, b = assert(T.socketpair(kind))
-  defer(function() H.close(a, b) end)
-  return a, b
-end
+local C = H.cleanups(function(fn) finally(fn) end)
+local defer, new_set, pipe, socketpair = C.defer, C.new_set, C.pipe, C.socketpair
 
 -- `[fd]="names", ...` from a list of {fd, names}, in the list's order.
 local function entries(list)
@@ -72,10 +45,8 @@ describe("tostring(set)", function()
   end)
 
   it("renders the defaults and explicit sizes", function()
-    local soft = T.nofile()
     local ep = new_set()
-    -- The soft RLIMIT_NOFILE, capped to INT_MAX (unlimited is -1 here).
-    local num = (soft == -1 or soft > 0x7fffffff) and 0x7fffffff or soft
+    local num = H.default_num_file_descrs()
     assert.are.equal(rendering(ep, num, 256, "", ""), tostring(ep))
     local small = new_set(7, 3)
     assert.are.equal(rendering(small, 7, 3, "", ""), tostring(small))

@@ -1,40 +1,18 @@
 local lepoll = require "lepoll"
 local H = require "support.helpers"
-local T = H.T
 
 local IN = lepoll.IN
 local ROUNDS = 100000
 local WARMUP = 2000
 
--- busted keeps only the last finally() of a test: cleanups go in a list
--- that one finally() runs, last registered first.
-local pending = {}
-local function defer(fn)
-  pending[#pending + 1] = fn
-  finally(function()
-    local list = pending
-    pending = {}
-    for i = #list, 1, -1 do list[i]() end
-  end)
-end
+local C = H.cleanups(function(fn) finally(fn) end)
 
 -- A set watching n level-triggered pipes for IN, each with `data` waiting
 -- (none when data is nil). Returns the set and the read ends.
 local function set_with_pipes(n, data)
-  local ep = lepoll.create()
-  local fds, all = {}, {}
-  defer(function()
-    ep:close()
-    H.close(table.unpack(all))
-  end)
-  for i = 1, n do
-    local r, w = assert(T.pipe())
-    all[#all + 1] = r
-    all[#all + 1] = w
-    fds[i] = r
-    ep:set(r, IN)
-    if data then assert.are.equal(#data, T.write(w, data)) end
-  end
+  local ep, pipes = C.watched_pipes(n, data)
+  local fds = {}
+  for i, p in ipairs(pipes) do fds[i] = p.r end
   return ep, fds
 end
 
