@@ -17,6 +17,17 @@ describe("the lepoll module", function()
     assert.are.equal(1 << 31, lepoll.ET)
   end)
 
+  it("reads the monotonic clock", function()
+    local T = H.T
+    local before = T.now()
+    local a = lepoll.now()
+    local b = lepoll.now()
+    local after = T.now()
+    assert.are.equal("float", math.type(a))
+    -- Same clock as clock_gettime(CLOCK_MONOTONIC), never going back.
+    assert.is_true(before <= a and a <= b and b <= after)
+  end)
+
   it("names its version", function()
     assert.matches("^lepoll %d+%.%d+%.%d+$", lepoll._VERSION)
   end)

@@ -101,6 +101,13 @@ describe("lepoll flags", function()
         H.msg_of(function() return lepoll.flags("in|0x400") end))
       assert.are.equal("bad argument #1 to 'flags' (unknown flag name 'nope')",
         H.msg_of(function() return lepoll.flags({ "in", "nope" }) end))
+      -- Control bytes are shown escaped: a raw NUL would cut the message.
+      assert.are.equal("bad argument #1 to 'flags' (unknown flag name 'in\\0x')",
+        H.msg_of(function() return lepoll.flags("out|in\0x") end))
+      -- A very long name is cut, not copied whole into the message.
+      local long = H.msg_of(function() return lepoll.flags(("x"):rep(1000)) end)
+      assert.matches("^bad argument #1 to 'flags' %(unknown flag name 'x+%.%.%.'%)$", long)
+      assert.is_true(#long < 120)
     end)
 
     it("refuses other types, and lists holding other types", function()

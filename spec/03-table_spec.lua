@@ -419,6 +419,9 @@ describe("the watched table", function()
       assert.are.equal(string.format("bad argument #1 to 'set' (fd %d.5 is not an integer "
         .. "(valid range [0, 64)))", r),
         H.msg_of(function() ep:set({ getfd = function() return r + 0.5 end }, "in") end))
+      -- A field of that name that cannot be called is not a method.
+      assert.are.equal("bad argument #1 to 'set' (getfd is number, not a method)",
+        H.msg_of(function() ep:set({ getfd = r }, "in") end))
       assert.are.equal(0, #ep)
     end)
 
