@@ -25,6 +25,7 @@
 #define UV_INTERRUPTED lua_upvalueindex(4)
 #define NUM_UPVALUES   4
 
+#define GUARD_MT "lepoll.ready_guard"
 #define DEFAULT_MAX_READY 256
 #define FD_KINDS "file descriptor (integer, file handle or object with getfd/pollfd/fileno)"
 
@@ -54,23 +55,39 @@ static lep_set *toset(lua_State *L)
 {
 	lep_set *s = lua_touserdata(L, 1);
 
-	if (s == NULL || !lua_getmetatable(L, 1) || !lua_rawequal(L, -1, UV_SETMT))
+	if (lua_type(L, 1) != LUA_TUSERDATA || !lua_getmetatable(L, 1) ||
+	    !lua_rawequal(L, -1, UV_SETMT))
 		luaL_typeerror(L, 1, LEPOLL_SET_MT);
 	lua_pop(L, 1);
 	return s;
 }
 
-/* An open set: the one place that rejects a closed one. */
+/* The one place that rejects a closed set. */
+static void reject_closed(lua_State *L, const lep_set *s)
+{
+	if (s->epfd < 0)
+		luaL_error(L, "attempt to use a closed epoll set");
+}
+
 static lep_set *checkset(lua_State *L)
 {
 	lep_set *s = toset(L);
 
-	if (s->epfd < 0)
-		luaL_error(L, "attempt to use a closed epoll set");
+	reject_closed(L, s);
 	return s;
 }
 
 /* ------------------------------------------------------------- arguments */
+
+/* Finite with no fraction; beyond 2^53 every double is. */
+static int is_integral(lua_Number n)
+{
+	if (!(n - n == 0))
+		return 0; /* NaN or infinite */
+	if (n >= 9007199254740992.0 || n <= -9007199254740992.0)
+		return 1;
+	return (lua_Number)(long long)n == n;
+}
 
 static lua_Integer number_to_fd(lua_State *L, int idx, const lep_set *s)
 {
@@ -78,10 +95,15 @@ static lua_Integer number_to_fd(lua_State *L, int idx, const lep_set *s)
 
 	if (lua_isinteger(L, idx))
 		return lua_tointeger(L, idx);
-	if (!lua_numbertointeger(lua_tonumber(L, idx), &fd) ||
-	    (lua_Number)fd != lua_tonumber(L, idx))
-		luaL_argerror(L, idx, lua_pushfstring(L, "fd %s is not an integer (valid range [0, %d))",
-		                                      lua_tostring(L, idx), s->num_fds));
+	lua_Number n = lua_tonumber(L, idx);
+
+	if (lua_numbertointeger(n, &fd) && (lua_Number)fd == n)
+		return fd;
+	if (is_integral(n))
+		luaL_argerror(L, idx, lua_pushfstring(L, "fd %s out of range [0, %d)", lua_tostring(L, idx),
+		                                      s->num_fds));
+	luaL_argerror(L, idx, lua_pushfstring(L, "fd %s is not an integer (valid range [0, %d))",
+	                                      lua_tostring(L, idx), s->num_fds));
 	return fd;
 }
 
@@ -121,7 +143,8 @@ static lua_Integer object_to_fd(lua_State *L, int idx, const lep_set *s)
 			if (lua_type(L, -1) != LUA_TNUMBER)
 				luaL_argerror(L, idx, lua_pushfstring(L, "%s returned %s, not an fd", methods[i],
 				                                      luaL_typename(L, -1)));
-			lua_replace(L, idx); /* judge the result as if it had been passed */
+			reject_closed(L, s); /* the method may have closed the set */
+			lua_replace(L, idx);  /* judge the result as if it had been passed */
 			return number_to_fd(L, idx, s);
 		}
 	}
@@ -234,8 +257,7 @@ static int checktimeout(lua_State *L, int idx)
 		return -1;
 	case LUA_TNUMBER:
 		if (lua_isinteger(L, idx)) {
-			lua_Integer sec = lua_tointeger(L, idx);
-			return sec <= 0 ? 0 : sec > INT_MAX / 1000 ? INT_MAX : (int)sec * 1000;
+			return lep_timeout_ms_int((long long)lua_tointeger(L, idx));
 		}
 		span = lua_tonumber(L, idx);
 		if (span != span)
@@ -273,6 +295,9 @@ static int optcount(lua_State *L, int idx, int def, int max, const char *what)
 	if (lua_type(L, idx) != LUA_TNUMBER)
 		return luaL_typeerror(L, idx, "integer");
 	v = lua_tointegerx(L, idx, &isint);
+	if (!isint && is_integral(lua_tonumber(L, idx)))
+		return luaL_argerror(L, idx, lua_pushfstring(L, "%s must be in [1, %d], got %s", what, max,
+		                                             lua_tostring(L, idx)));
 	if (!isint)
 		return luaL_argerror(L, idx, lua_pushfstring(L, "%s must be an integer", what));
 	if (v < 1 || v > max)
@@ -289,14 +314,22 @@ static int l_create(lua_State *L)
 	int max_ready = optcount(L, 2, DEFAULT_MAX_READY, LEP_MAX_READY, "max_ready_events");
 	void *ud;
 	lua_Alloc alloc = lua_getallocf(L, &ud);
-	lep_set *s = lua_newuserdatauv(L, sizeof *s, 0);
+	lep_set *s = lua_newuserdatauv(L, sizeof *s, 1);
 	int err;
 
 	/* Closed first: if opening fails, __gc finds a set with nothing to free. */
 	lep_init(s, alloc, ud);
 	lua_pushvalue(L, UV_SETMT);
 	lua_setmetatable(L, -2);
+	*(lep_set **)lua_newuserdatauv(L, sizeof s, 0) = s;
+	luaL_setmetatable(L, GUARD_MT);
+	lua_setiuservalue(L, -2, 1);
 	err = lep_open(s, num_fds, max_ready);
+	if (err == EMFILE || err == ENFILE) {
+		/* Unreachable sets may hold descriptors until collected. */
+		lua_gc(L, LUA_GCCOLLECT, 0);
+		err = lep_open(s, num_fds, max_ready);
+	}
 	if (err != 0)
 		return syserror(L, "create", -1, err);
 	return 1;
@@ -425,7 +458,8 @@ static int m_fold(lua_State *L)
 static int m_next(lua_State *L)
 {
 	lep_set *s = checkset(L);
-	int fd = lep_next(s, lua_isnoneornil(L, 2) ? 0 : (int)luaL_checkinteger(L, 2) + 1);
+	lua_Integer after = lua_isnoneornil(L, 2) ? -1 : luaL_checkinteger(L, 2);
+	int fd = after >= s->cap ? -1 : lep_next(s, after < 0 ? 0 : (int)after + 1);
 
 	if (fd < 0)
 		return 0;
@@ -495,76 +529,67 @@ static int m_clear_ready(lua_State *L)
 	return 0;
 }
 
-/* Bodies run under lua_pcall so that ready_busy is restored when a
- * callback raises; the error then goes on unchanged. close() inside a
- * callback empties the ready set, which ends the loop. */
-static int iter_ready_body(lua_State *L) /* set, f */
+/* While iter_ready or fold_ready runs, the set's guard (its user value)
+ * sits in a to-be-closed slot: however the loop ends, by return or by a
+ * callback's error, closing it ends the busy state. Callbacks are called
+ * plainly, so their errors pass through untouched, traceback included.
+ * close() inside a callback empties the ready set, which ends the loop. */
+static int guard_close(lua_State *L)
 {
-	const lep_set *s = lua_touserdata(L, 1);
+	lep_set *s = *(lep_set **)lua_touserdata(L, 1);
+
+	s->ready_busy--;
+	return 0;
+}
+
+/* Pushes the guard at the top and marks it; the stack is set, args..., guard. */
+static void enter_ready(lua_State *L, lep_set *s)
+{
+	lua_getiuservalue(L, 1, 1);
+	lua_toclose(L, -1);
+	s->ready_busy++;
+}
+
+static int m_iter_ready(lua_State *L)
+{
+	lep_set *s = checkset(L);
 	int i;
 
+	checkcallable(L, 2);
+	lua_settop(L, 2);
+	if (s->nready == 0)
+		return 0;
+	enter_ready(L, s);
 	for (i = 0; i < s->nready; i++) {
 		lua_pushvalue(L, 2);
 		lua_pushinteger(L, (lua_Integer)s->ready[i].data.u64);
 		lua_pushinteger(L, (lua_Integer)s->ready[i].events);
 		lua_call(L, 2, 0);
 	}
+	lua_settop(L, 2); /* closes the guard */
 	return 0;
-}
-
-static int fold_ready_body(lua_State *L) /* set, acc, f */
-{
-	const lep_set *s = lua_touserdata(L, 1);
-	int i;
-
-	for (i = 0; i < s->nready; i++) {
-		lua_pushvalue(L, 3);
-		lua_pushvalue(L, 2);
-		lua_pushinteger(L, (lua_Integer)s->ready[i].data.u64);
-		lua_pushinteger(L, (lua_Integer)s->ready[i].events);
-		lua_call(L, 3, 1);
-		lua_replace(L, 2);
-	}
-	lua_settop(L, 2);
-	return 1;
-}
-
-static int run_ready(lua_State *L, lep_set *s, lua_CFunction body, int nargs, int nresults)
-{
-	int status;
-
-	lua_pushcfunction(L, body);
-	lua_insert(L, 1);
-	s->ready_busy++;
-	status = lua_pcall(L, nargs, nresults, 0);
-	s->ready_busy--;
-	if (status != LUA_OK)
-		return lua_error(L);
-	return nresults;
-}
-
-static int m_iter_ready(lua_State *L)
-{
-	lep_set *s = checkset(L);
-
-	checkcallable(L, 2);
-	lua_settop(L, 2);
-	if (s->nready == 0)
-		return 0;
-	return run_ready(L, s, iter_ready_body, 2, 0);
 }
 
 static int m_fold_ready(lua_State *L)
 {
 	lep_set *s = checkset(L);
+	int i;
 
 	checkcallable(L, 3);
 	lua_settop(L, 3);
-	if (s->nready == 0) {
-		lua_settop(L, 2);
-		return 1;
+	if (s->nready > 0) {
+		enter_ready(L, s);
+		for (i = 0; i < s->nready; i++) {
+			lua_pushvalue(L, 3);
+			lua_pushvalue(L, 2);
+			lua_pushinteger(L, (lua_Integer)s->ready[i].data.u64);
+			lua_pushinteger(L, (lua_Integer)s->ready[i].events);
+			lua_call(L, 3, 1);
+			lua_replace(L, 2);
+		}
 	}
-	return run_ready(L, s, fold_ready_body, 3, 1);
+	lua_settop(L, 2); /* closes the guard; the accumulator is on top */
+	return 1;
 }
 
 /* ------------------------------------------------------------ the rest */
@@ -728,6 +753,10 @@ LEPOLL_API int luaopen_lepoll(lua_State *L)
 	lua_pop(L, 1); /* module */
 	push_shared_upvalues(L);
 	luaL_setfuncs(L, module_functions, NUM_UPVALUES);
+	luaL_newmetatable(L, GUARD_MT);
+	lua_pushcfunction(L, guard_close);
+	lua_setfield(L, -2, "__close");
+	lua_pop(L, 1);
 	for (i = 0; i < sizeof constants / sizeof constants[0]; i++) {
 		lua_pushinteger(L, (lua_Integer)constants[i].value);
 		lua_setfield(L, -2, constants[i].name);

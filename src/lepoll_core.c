@@ -4,6 +4,7 @@
 #include "lepoll_core.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <math.h>
 #include <stdio.h>
@@ -103,6 +104,8 @@ static int grow(lep_set *s, int fd)
 		newcap *= 2;
 	if (newcap > (size_t)s->num_fds)
 		newcap = (size_t)s->num_fds;
+	if (newcap > SIZE_MAX / sizeof *t)
+		return ENOMEM;
 	t = mem_resize(s, s->table, (size_t)s->cap * sizeof *t, newcap * sizeof *t);
 	if (t == NULL)
 		return ENOMEM;
@@ -137,15 +140,19 @@ int lep_set_flags(lep_set *s, int fd, uint32_t flags)
 			s->table[fd].flags = flags;
 		return err;
 	}
-	if (fd >= s->cap && (err = grow(s, fd)) != 0)
-		return err;
+	/* The kernel first: only an open descriptor may grow the table, so a
+	 * stray large number costs nothing. */
 	err = ctl(s, EPOLL_CTL_ADD, fd, flags);
-	if (err == 0) {
-		s->table[fd].flags = flags;
-		s->table[fd].watched = 1;
-		s->count++;
+	if (err != 0)
+		return err;
+	if (fd >= s->cap && (err = grow(s, fd)) != 0) {
+		(void)ctl(s, EPOLL_CTL_DEL, fd, 0); /* as if never added */
+		return err;
 	}
-	return err;
+	s->table[fd].flags = flags;
+	s->table[fd].watched = 1;
+	s->count++;
+	return 0;
 }
 
 int lep_remove(lep_set *s, int fd)
@@ -185,6 +192,13 @@ int lep_wait(lep_set *s, int timeout_ms)
 	}
 	s->nready = n;
 	return 0;
+}
+
+int lep_timeout_ms_int(long long seconds)
+{
+	if (seconds <= 0)
+		return 0;
+	return seconds > INT_MAX / 1000 ? INT_MAX : (int)seconds * 1000;
 }
 
 int lep_timeout_ms(double seconds)
@@ -410,8 +424,12 @@ static int check_kernel(const lep_set *s, char *msg, size_t n)
 
 	snprintf(path, sizeof path, "/proc/self/fdinfo/%d", s->epfd);
 	f = fopen(path, "re");
-	if (f == NULL)
-		return errno == ENOENT ? 0 : errno; /* no /proc: nothing to compare */
+	if (f == NULL) {
+		int err = errno;
+		if (err == ENOENT && access("/proc/self/fdinfo", F_OK) != 0)
+			return 0; /* no /proc: nothing to compare with */
+		return err;
+	}
 	seen = s->alloc(s->alloc_ud, NULL, 0, seen_size);
 	if (seen == NULL) {
 		fclose(f);
@@ -462,6 +480,10 @@ int lep_check(const lep_set *s, char *msg, size_t n)
 
 	if (s->epfd < 0)
 		return 0;
+	if (fcntl(s->epfd, F_GETFD) < 0) {
+		snprintf(msg, n, "the epoll descriptor %d is not open", s->epfd);
+		return LEP_INCONSISTENT;
+	}
 	rc = check_table(s, msg, n);
 	return rc != 0 ? rc : check_kernel(s, msg, n);
 }

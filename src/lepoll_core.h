@@ -97,6 +97,8 @@ static inline void lep_clear_ready(lep_set *s) { s->nready = 0; }
  * rounded to the nearest ms through whole nanoseconds, at least 1, clamped
  * to the largest timeout; +inf gives -1 (never). */
 LEP_HIDDEN int lep_timeout_ms(double seconds);
+/* The same for whole seconds. */
+LEP_HIDDEN int lep_timeout_ms_int(long long seconds);
 
 /* CLOCK_MONOTONIC in seconds. */
 LEP_HIDDEN double lep_now(void);

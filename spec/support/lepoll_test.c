@@ -291,6 +291,57 @@ static int t_now(lua_State *L)
 	return 1;
 }
 
+/* Sets the soft RLIMIT_NOFILE (within the hard one); returns the old. */
+static int t_setnofile(lua_State *L)
+{
+	struct rlimit rl;
+	lua_Integer old;
+
+	getrlimit(RLIMIT_NOFILE, &rl);
+	old = (lua_Integer)rl.rlim_cur;
+	rl.rlim_cur = (rlim_t)luaL_checkinteger(L, 1);
+	if (setrlimit(RLIMIT_NOFILE, &rl) != 0)
+		return fail(L, errno);
+	lua_pushinteger(L, old);
+	return 1;
+}
+
+/* Counting the state's allocator: calls that allocate or grow, and the net
+ * bytes held. Sets made while counting allocate through the counter too. */
+static lua_Alloc counted_alloc;
+static void *counted_ud;
+static lua_Integer alloc_calls, alloc_net;
+
+static void *counting_alloc(void *ud, void *ptr, size_t osize, size_t nsize)
+{
+	(void)ud;
+	if (ptr == NULL)
+		osize = 0; /* osize is then a type tag, not a size */
+	if (nsize > osize)
+		alloc_calls++;
+	alloc_net += (lua_Integer)nsize - (lua_Integer)osize;
+	return counted_alloc(counted_ud, ptr, osize, nsize);
+}
+
+/* count_allocs(true) starts counting from zero, count_allocs(false) stops;
+ * either way returns calls, net bytes so far. */
+static int t_count_allocs(lua_State *L)
+{
+	int on = lua_toboolean(L, 1);
+	void *ud;
+
+	lua_pushinteger(L, alloc_calls);
+	lua_pushinteger(L, alloc_net);
+	if (on && lua_getallocf(L, &ud) != counting_alloc) {
+		counted_alloc = lua_getallocf(L, &counted_ud);
+		lua_setallocf(L, counting_alloc, NULL);
+		alloc_calls = alloc_net = 0;
+	} else if (!on && lua_getallocf(L, &ud) == counting_alloc) {
+		lua_setallocf(L, counted_alloc, counted_ud);
+	}
+	return 2;
+}
+
 static const luaL_Reg functions[] = {
 	{"pipe", t_pipe},
 	{"socketpair", t_socketpair},
@@ -311,6 +362,8 @@ static const luaL_Reg functions[] = {
 	{"alarms", t_alarms},
 	{"nofile", t_nofile},
 	{"now", t_now},
+	{"setnofile", t_setnofile},
+	{"count_allocs", t_count_allocs},
 	{NULL, NULL},
 };
 
