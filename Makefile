@@ -37,7 +37,12 @@ $(BUILD)/spec/lepoll_test.so: spec/support/lepoll_test.c | deps
 	@mkdir -p $(BUILD)/spec
 	$(CC) $(ALL_CFLAGS) $(LIBFLAG) -o $@ $<
 
-test: $(BUILD)/lepoll.so $(BUILD)/spec/lepoll_test.so
+$(BUILD)/core_test: test/c/core_test.c src/lepoll_core.c src/lepoll_core.h | deps
+	@mkdir -p $(BUILD)
+	$(CC) -std=c99 $(WARN) $(CFLAGS) -Isrc -o $@ test/c/core_test.c src/lepoll_core.c
+
+test: $(BUILD)/lepoll.so $(BUILD)/spec/lepoll_test.so $(BUILD)/core_test
+	$(BUILD)/core_test
 	$(BUSTED) --lua=$(LUA)
 
 demo: $(BUILD)/lepoll.so
