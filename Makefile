@@ -1,37 +1,57 @@
 # lepoll: Linux epoll for Lua.
-#   make         build build/lepoll.so
-#   make test    build and run the specs (busted under Lua 5.4)
-#   make demo    run examples/demo.lua
+#   make            build build/lepoll.so and build/liblepoll.a
+#   make test       the C core's tests, then the specs (busted, Lua 5.4)
+#   make demo       run examples/demo.lua
+#   make host       build build/host, the example C host (examples/host)
+#   make install    PREFIX=/usr/local DESTDIR= : module, Lua modules,
+#                   header and static library; make uninstall reverses it
 # Missing Debian packages are installed first (tools/ensure-deps).
 # LuaRocks' variable names are honoured: LUA_INCDIR, CFLAGS, LIBFLAG.
 
 LUA        ?= lua5.4
 PKG_CONFIG ?= pkg-config
 BUSTED     ?= busted
-CC         ?= cc
 CFLAGS     ?= -O2
 LIBFLAG    ?= -shared
 LUA_INCDIR ?=
+PREFIX     ?= /usr/local
+DESTDIR    ?=
 
 BUILD    := build
 SRC      := src/lepoll.c src/lepoll_core.c
+OBJ      := $(SRC:src/%.c=$(BUILD)/obj/%.o)
 HDR      := src/lepoll.h src/lepoll_core.h
+LUA_MODS := $(wildcard lua/lepoll/*.lua)
 WARN     := -Wall -Wextra -Wpedantic -Wmissing-prototypes -Wstrict-prototypes \
             -Wshadow -Wformat=2 -Werror
 # Recursive on purpose: pkg-config is asked only after ensure-deps ran.
 LUA_CFLAGS = $(if $(LUA_INCDIR),-I$(LUA_INCDIR),$(shell $(PKG_CONFIG) --cflags $(LUA)))
+LUA_LIBS   = $(shell $(PKG_CONFIG) --libs $(LUA))
 ALL_CFLAGS = -std=c99 -fPIC -fvisibility=hidden $(WARN) $(CFLAGS) $(LUA_CFLAGS)
 
-.PHONY: all deps test demo clean
+# Install places: where this Lua searches under PREFIX (tools/lua-moddir).
+LUA_CMODDIR = $(shell tools/lua-moddir cmod $(PREFIX) $(LUA) $(LUA))
+LUA_LMODDIR = $(shell tools/lua-moddir lmod $(PREFIX) $(LUA) $(LUA))
+INCDIR      = $(PREFIX)/include
+LIBDIR      = $(PREFIX)/lib
 
-all: $(BUILD)/lepoll.so
+.PHONY: all deps test demo host install uninstall clean
+
+all: $(BUILD)/lepoll.so $(BUILD)/liblepoll.a
 
 deps:
 	@tools/ensure-deps
 
-$(BUILD)/lepoll.so: $(SRC) $(HDR) | deps
-	@mkdir -p $(BUILD)
-	$(CC) $(ALL_CFLAGS) $(LIBFLAG) -o $@ $(SRC)
+$(BUILD)/obj/%.o: src/%.c $(HDR) | deps
+	@mkdir -p $(BUILD)/obj
+	$(CC) $(ALL_CFLAGS) -c -o $@ $<
+
+$(BUILD)/lepoll.so: $(OBJ)
+	$(CC) $(LIBFLAG) -o $@ $(OBJ)
+
+$(BUILD)/liblepoll.a: $(OBJ)
+	rm -f $@
+	ar rcs $@ $(OBJ)
 
 $(BUILD)/spec/lepoll_test.so: spec/support/lepoll_test.c | deps
 	@mkdir -p $(BUILD)/spec
@@ -41,12 +61,31 @@ $(BUILD)/core_test: test/c/core_test.c src/lepoll_core.c src/lepoll_core.h | dep
 	@mkdir -p $(BUILD)
 	$(CC) -std=c99 $(WARN) $(CFLAGS) -Isrc -o $@ test/c/core_test.c src/lepoll_core.c
 
-test: $(BUILD)/lepoll.so $(BUILD)/spec/lepoll_test.so $(BUILD)/core_test
+host: $(BUILD)/host
+
+$(BUILD)/host: examples/host/host.c src/lepoll.h $(BUILD)/liblepoll.a
+	$(CC) -std=c99 $(WARN) $(CFLAGS) $(LUA_CFLAGS) -Isrc -o $@ $< $(BUILD)/liblepoll.a $(LUA_LIBS)
+
+test: all $(BUILD)/spec/lepoll_test.so $(BUILD)/core_test $(BUILD)/host
 	$(BUILD)/core_test
 	$(BUSTED) --lua=$(LUA)
 
 demo: $(BUILD)/lepoll.so
 	LUA_CPATH="$(BUILD)/?.so;;" LUA_PATH="lua/?.lua;lua/?/init.lua;;" $(LUA) examples/demo.lua
+
+install: all
+	install -d $(DESTDIR)$(LUA_CMODDIR) $(DESTDIR)$(LUA_LMODDIR)/lepoll \
+	        $(DESTDIR)$(INCDIR) $(DESTDIR)$(LIBDIR)
+	install -m 755 $(BUILD)/lepoll.so $(DESTDIR)$(LUA_CMODDIR)/lepoll.so
+	$(if $(LUA_MODS),install -m 644 $(LUA_MODS) $(DESTDIR)$(LUA_LMODDIR)/lepoll/)
+	install -m 644 src/lepoll.h $(DESTDIR)$(INCDIR)/lepoll.h
+	install -m 644 $(BUILD)/liblepoll.a $(DESTDIR)$(LIBDIR)/liblepoll.a
+
+uninstall:
+	rm -f $(DESTDIR)$(LUA_CMODDIR)/lepoll.so $(DESTDIR)$(INCDIR)/lepoll.h \
+	      $(DESTDIR)$(LIBDIR)/liblepoll.a \
+	      $(addprefix $(DESTDIR)$(LUA_LMODDIR)/lepoll/,$(notdir $(LUA_MODS)))
+	rmdir $(DESTDIR)$(LUA_LMODDIR)/lepoll 2>/dev/null || true
 
 clean:
 	rm -rf $(BUILD)

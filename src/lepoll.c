@@ -672,6 +672,26 @@ static int m_tostring(lua_State *L)
 	return 1;
 }
 
+/* ------------------------------------------------------------ C API */
+
+LEPOLL_API int lepoll_isset(lua_State *L, int idx)
+{
+	return luaL_testudata(L, idx, LEPOLL_SET_MT) != NULL;
+}
+
+LEPOLL_API lepoll_set *lepoll_checkset(lua_State *L, int idx)
+{
+	lep_set *s = luaL_checkudata(L, idx, LEPOLL_SET_MT);
+
+	reject_closed(L, s);
+	return s;
+}
+
+LEPOLL_API int lepoll_getfd(const lepoll_set *set)
+{
+	return set->epfd;
+}
+
 /* ------------------------------------------------------------- opening */
 
 static const luaL_Reg module_functions[] = {
