@@ -25,5 +25,6 @@ build = {
          sources = { "src/lepoll.c", "src/lepoll_core.c" },
          incdirs = { "src" },
       },
+      ["lepoll.loop"] = "lua/lepoll/loop.lua",
    },
 }

@@ -31,6 +31,7 @@ describe("closing an epoll set", function()
     { "set", function(ep, fd) return ep:set(fd, "in") end },
     { "remove", function(ep, fd) return ep:remove(fd) end },
     { "find", function(ep, fd) return ep:find(fd) end },
+    { "tofd", function(ep, fd) return ep:tofd(fd) end },
     { "iter", function(ep) return ep:iter(function() end) end },
     { "fold", function(ep) return ep:fold(0, function(_, _, acc) return acc end) end },
     { "wait", function(ep) return ep:wait(0) end },
@@ -270,7 +271,7 @@ describe("closing an epoll set", function()
       for name in pairs(mt.__index) do names[#names + 1] = name end
       table.sort(names)
       assert.are.same({ "clear_ready", "close", "events", "find", "fold", "fold_ready",
-        "getfd", "invariant", "iter", "iter_ready", "pollfd", "remove", "set", "wait",
+        "getfd", "invariant", "iter", "iter_ready", "pollfd", "remove", "set", "tofd", "wait",
         "wait_timeout_after" }, names)
       local fake = setmetatable({}, mt) -- a table, even with the set's metatable
       for _, name in ipairs(names) do

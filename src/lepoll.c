@@ -407,6 +407,15 @@ static int m_remove(lua_State *L)
 	return 0;
 }
 
+/* The descriptor argument as set, remove and find see it. */
+static int m_tofd(lua_State *L)
+{
+	lep_set *s = checkset(L);
+
+	lua_pushinteger(L, checkfd(L, 2, s));
+	return 1;
+}
+
 static int m_find(lua_State *L)
 {
 	lep_set *s = checkset(L);
@@ -708,6 +717,7 @@ static const luaL_Reg set_methods[] = {
 	{"set", m_set},
 	{"remove", m_remove},
 	{"find", m_find},
+	{"tofd", m_tofd},
 	{"iter", m_iter},
 	{"fold", m_fold},
 	{"wait", m_wait},

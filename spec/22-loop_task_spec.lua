@@ -1,0 +1,472 @@
+-- lepoll.loop: tasks (coroutines) waiting for readability, writability and
+-- time, through real pipes and socketpairs.
+local lepoll = require "lepoll"
+local loop = require "lepoll.loop"
+local H = require "support.helpers"
+local T = H.T
+
+local C = H.cleanups(function(fn) finally(fn) end)
+local defer, pipe, socketpair = C.defer, C.pipe, C.socketpair
+
+local now = lepoll.now
+
+local function new_loop(opts)
+  local l = loop.new(opts)
+  defer(function() l:close() end)
+  return l
+end
+
+-- The set's table as tostring shows it: the inside of flags_by_fd={...}.
+local function watched(l)
+  return (tostring(l):match("flags_by_fd={(.-)}"))
+end
+
+local function counts(l)
+  local w, t, k = tostring(l):match("^loop{watchers=(%d+), timers=(%d+), tasks=(%d+), ")
+  return { tonumber(w), tonumber(t), tonumber(k) }
+end
+
+-- Writes to fd until the kernel takes no more.
+local function fill(fd)
+  local chunk = string.rep("x", 65536)
+  while T.write(fd, chunk) do end
+end
+
+-- Reads fd until it is empty.
+local function drain(fd)
+  while true do
+    local data = T.read(fd)
+    if not data or data == "" then return end
+  end
+end
+
+-- Results of f(...) as a list with its length.
+local function pack(...)
+  return { n = select("#", ...), ... }
+end
+
+describe("lepoll.loop tasks", function()
+  H.no_fd_leaks(lazy_setup, lazy_teardown)
+
+  describe("spawn", function()
+    it("runs fn(...) as a coroutine from the next round, in spawn order", function()
+      local l = new_loop()
+      local log = {}
+      local t1 = l:spawn(function(...)
+        log[#log + 1] = { "first", pack(...), coroutine.isyieldable() }
+      end, "a", nil, 3)
+      local t2 = l:spawn(function(...) log[#log + 1] = { "second", pack(...) } end)
+      assert.are.same({}, log) -- not run by spawn
+      assert.are.equal("queued", t1:status())
+      assert.are.equal("task{id=1, queued}", tostring(t1))
+      assert.are.same({ 0, 0, 2 }, counts(l))
+      assert.is_false(l:run("once"))
+      assert.are.same({
+        { "first", { n = 3, "a", nil, 3 }, true },
+        { "second", { n = 0 } },
+      }, log)
+      assert.are.equal("dead", t1:status())
+      assert.are.equal("dead", t2:status())
+      assert.are.equal("task{id=2, dead}", tostring(t2))
+      assert.are.same({ 0, 0, 0 }, counts(l))
+    end)
+
+    it("from a task starts the new one in the next round", function()
+      local l = new_loop()
+      local log = {}
+      l:spawn(function()
+        log[#log + 1] = "parent"
+        l:spawn(function() log[#log + 1] = "child" end)
+        log[#log + 1] = "parent again"
+      end)
+      assert.is_true(l:run("nowait")) -- the child is queued: still work
+      assert.are.same({ "parent", "parent again" }, log)
+      assert.is_false(l:run("nowait"))
+      assert.are.same({ "parent", "parent again", "child" }, log)
+    end)
+
+    it("refuses what is not a function", function()
+      local l = new_loop()
+      assert.are.equal("bad argument #1 to 'spawn' (function expected, got number)",
+        H.msg_of(function() l:spawn(42) end))
+      assert.are.equal("bad argument #1 to 'spawn' (function expected, got no value)",
+        H.msg_of(function() l:spawn() end))
+      assert.are.equal("bad argument #1 to 'spawn' (function expected, got table)",
+        H.msg_of(function() l:spawn(setmetatable({}, { __call = function() end })) end))
+      assert.are.same({ 0, 0, 0 }, counts(l))
+    end)
+  end)
+
+  describe("readable", function()
+    it("suspends the task until the descriptor is readable, then returns true alone", function()
+      local l = new_loop()
+      local r, w = pipe()
+      local result, got
+      local task = l:spawn(function()
+        result = pack(l:readable(r))
+        got = T.read(r)
+      end)
+      assert.is_true(l:run("nowait"))
+      assert.are.equal("waiting", task:status())
+      assert.are.equal(("[%d]=\"in\""):format(r), watched(l))
+      assert.are.same({ 0, 0, 1 }, counts(l))
+      assert.is_true(l:run("nowait"))
+      assert.is_nil(result)
+      T.write(w, "x")
+      assert.is_false(l:run("once"))
+      assert.are.same({ n = 1, true }, result)
+      assert.are.equal("x", got)
+      assert.are.equal("", watched(l)) -- out of the set once the wait ended
+      l:invariant()
+    end)
+
+    it("accepts every descriptor form and waits on the integer fd", function()
+      local l = new_loop()
+      local r, w = pipe()
+      local results = {}
+      l:spawn(function()
+        results[1] = l:readable(r + 0.0)
+        results[2] = l:readable({ getfd = function() return r end })
+        local h = assert(io.open("/proc/self/fd/" .. r, "r"))
+        results[3] = l:readable(h)
+        h:close()
+      end)
+      T.write(w, "x") -- stays unread: readable every time
+      assert.is_false(l:run())
+      assert.are.same({ true, true, true }, results)
+    end)
+
+    it("returns nil, \"timeout\" once the timeout passed, and leaves the set", function()
+      local l = new_loop()
+      local r = pipe()
+      local result, elapsed
+      l:spawn(function()
+        local t0 = now()
+        result = pack(l:readable(r, 0.01))
+        elapsed = now() - t0
+      end)
+      assert.is_true(l:run("nowait"))
+      assert.are.same({ 0, 0, 1 }, counts(l)) -- the task's timeout is not a timer
+      assert.is_false(l:run())
+      assert.are.same({ n = 2, nil, "timeout" }, result)
+      assert.is_true(elapsed >= 0.01)
+      assert.are.equal("", watched(l))
+      l:invariant()
+    end)
+
+    it("with a timeout returns true when ready first, and the timeout is cancelled", function()
+      local l = new_loop()
+      local r, w = pipe()
+      local result
+      l:spawn(function() result = pack(l:readable(r, 5)) end)
+      l:timer(0.005, function() T.write(w, "x") end)
+      local t0 = now()
+      assert.is_false(l:run()) -- nothing left: the 5 s timeout went with the wait
+      assert.is_true(now() - t0 < 1)
+      assert.are.same({ n = 1, true }, result)
+    end)
+
+    it("with timeout 0 polls: true when ready, else a timeout in the same round", function()
+      local l = new_loop()
+      local r, w = pipe()
+      local results = {}
+      l:spawn(function()
+        results[1] = pack(l:readable(r, 0))
+        T.write(w, "x")
+        results[2] = pack(l:readable(r, 0))
+      end)
+      assert.is_true(l:run("once"))
+      assert.are.same({ { n = 2, nil, "timeout" } }, results)
+      assert.is_false(l:run("once"))
+      assert.are.same({ { n = 2, nil, "timeout" }, { n = 1, true } }, results)
+    end)
+
+    it("wakes on hup: the read tells what happened", function()
+      local l = new_loop()
+      local r, w = assert(T.pipe())
+      defer(function() H.close(r) end)
+      local result, data
+      l:spawn(function()
+        result = l:readable(r)
+        data = T.read(r)
+      end)
+      l:run("nowait")
+      T.close(w)
+      assert.is_false(l:run())
+      assert.is_true(result)
+      assert.are.equal("", data)
+    end)
+  end)
+
+  describe("writable", function()
+    it("returns true at once on a fresh pipe", function()
+      local l = new_loop()
+      local _, w = pipe()
+      local result
+      l:spawn(function() result = pack(l:writable(w)) end)
+      assert.is_false(l:run("once"))
+      assert.are.same({ n = 1, true }, result)
+    end)
+
+    it("waits while the pipe is full, until the reader makes room", function()
+      local l = new_loop()
+      local r, w = pipe()
+      fill(w)
+      local result
+      local task = l:spawn(function() result = pack(l:writable(w, 0.01)) end)
+      assert.is_false(l:run())
+      assert.are.same({ n = 2, nil, "timeout" }, result)
+      assert.are.equal("dead", task:status())
+      l:spawn(function() result = pack(l:writable(w)) end)
+      assert.is_true(l:run("nowait"))
+      assert.are.equal(("[%d]=\"out\""):format(w), watched(l))
+      drain(r)
+      assert.is_false(l:run())
+      assert.are.same({ n = 1, true }, result)
+    end)
+  end)
+
+  describe("sleep", function()
+    it("suspends the task for the given seconds and returns true alone", function()
+      local l = new_loop()
+      local result, elapsed
+      l:spawn(function()
+        local t0 = now()
+        result = pack(l:sleep(0.01))
+        elapsed = now() - t0
+      end)
+      assert.is_false(l:run())
+      assert.are.same({ n = 1, true }, result)
+      assert.is_true(elapsed >= 0.01)
+    end)
+
+    it("of 0 (or less) lets the other tasks run for a round", function()
+      local l = new_loop()
+      local log = {}
+      for _, name in ipairs({ "a", "b" }) do
+        l:spawn(function()
+          for i = 1, 3 do
+            log[#log + 1] = name .. i
+            if i < 3 then l:sleep(i == 2 and -1 or 0) end
+          end
+        end)
+      end
+      -- The first round starts both; their sleeps are due by the time the
+      -- round runs its timers: each sleep lets the other task run once.
+      assert.is_true(l:run("once"))
+      assert.are.same({ "a1", "b1", "a2", "b2" }, log)
+      assert.is_false(l:run("once"))
+      assert.are.same({ "a1", "b1", "a2", "b2", "a3", "b3" }, log)
+    end)
+
+    it("orders many tasks by their deadlines", function()
+      local l = new_loop()
+      local woke = {}
+      for i = 1, 200 do
+        l:spawn(function()
+          l:sleep((200 - i) % 10 / 1000)
+          woke[#woke + 1] = i
+        end)
+      end
+      assert.is_false(l:run())
+      assert.are.equal(200, #woke)
+      -- Started in one round, in order: equal sleeps wake in start order.
+      local rank = {}
+      for k, i in ipairs(woke) do rank[i] = k end
+      for i = 1, 200 do
+        for j = i + 1, 200 do
+          if (200 - i) % 10 == (200 - j) % 10 then assert(rank[i] < rank[j]) end
+        end
+      end
+    end)
+
+    it("refuses a bad duration, raised in the task", function()
+      local l = new_loop()
+      local msgs = {}
+      local r = pipe()
+      l:spawn(function()
+        msgs[1] = H.msg_of(function() l:sleep("x") end)
+        msgs[2] = H.msg_of(function() l:sleep() end)
+        msgs[3] = H.msg_of(function() l:readable(r, "x") end)
+        msgs[4] = H.msg_of(function() l:writable(r, 0 / 0) end)
+        msgs[5] = H.msg_of(function() l:readable(-1) end)
+      end)
+      assert.is_false(l:run())
+      assert.are.same({
+        "bad argument #1 to 'sleep' (seconds expected, got string)",
+        "bad argument #1 to 'sleep' (seconds expected, got no value)",
+        "bad argument #2 to 'readable' (timeout (seconds) expected, got string)",
+        "bad argument #2 to 'writable' (timeout (seconds) expected, got NaN)",
+        ("bad argument #1 to 'readable' (fd -1 out of range [0, %d))"):format(H.default_num_file_descrs()),
+      }, msgs)
+      assert.are.equal("", watched(l))
+    end)
+  end)
+
+  describe("outside a task of this loop", function()
+    it("readable, writable and sleep are errors that say so", function()
+      local l = new_loop()
+      local other = new_loop()
+      local r, w = pipe()
+      local function all_refused()
+        return {
+          H.msg_of(function() l:readable(r) end),
+          H.msg_of(function() l:writable(w, 1) end),
+          H.msg_of(function() l:sleep(0) end),
+        }
+      end
+      local expected = {
+        "readable must be called from a task of this loop (see spawn)",
+        "writable must be called from a task of this loop (see spawn)",
+        "sleep must be called from a task of this loop (see spawn)",
+      }
+      -- The main program.
+      assert.are.same(expected, all_refused())
+      -- A plain coroutine.
+      local co = coroutine.wrap(all_refused)
+      assert.are.same(expected, co())
+      local seen = {}
+      -- A task of another loop.
+      other:spawn(function() seen.other = all_refused() end)
+      -- A coroutine resumed by a task of this loop.
+      l:spawn(function() seen.nested = coroutine.wrap(all_refused)() end)
+      -- A watcher callback and a timer callback.
+      local watcher = l:io(w, "out", function(wt)
+        seen.io = all_refused()
+        wt:stop()
+      end)
+      l:timer(0, function() seen.timer = all_refused() end)
+      assert.is_false(other:run())
+      assert.is_false(l:run())
+      assert.are.same({ other = expected, nested = expected, io = expected, timer = expected }, seen)
+      assert.is_false(watcher:is_active())
+      assert.are.equal("", watched(l))
+    end)
+  end)
+
+  describe("sharing descriptors", function()
+    it("a reader and a writer task on one socket wake each on its own event", function()
+      local l = new_loop()
+      local a, b = socketpair()
+      fill(a) -- a is not writable until b reads
+      local log = {}
+      l:spawn(function()
+        local ok = l:readable(a)
+        log[#log + 1] = { "reader", ok }
+      end)
+      l:spawn(function()
+        local ok = l:writable(a)
+        log[#log + 1] = { "writer", ok }
+      end)
+      assert.is_true(l:run("nowait"))
+      assert.are.equal(("[%d]=\"in|out\""):format(a), watched(l))
+      l:invariant()
+      T.write(b, "x")
+      assert.is_true(l:run("once"))
+      assert.are.same({ { "reader", true } }, log)
+      assert.are.equal(("[%d]=\"out\""):format(a), watched(l))
+      l:invariant()
+      drain(b)
+      assert.is_false(l:run())
+      assert.are.same({ { "reader", true }, { "writer", true } }, log)
+      assert.are.equal("", watched(l))
+    end)
+
+    it("a second task waiting to read the same descriptor is an error that says so", function()
+      local l = new_loop()
+      local r, w = pipe()
+      local first, msg
+      l:spawn(function() first = l:readable(r) end)
+      l:spawn(function() msg = H.msg_of(function() l:readable(r) end) end)
+      assert.is_true(l:run("nowait"))
+      assert.are.equal(("fd %d already has a task waiting to read"):format(r), msg)
+      assert.are.equal(("[%d]=\"in\""):format(r), watched(l))
+      T.write(w, "x")
+      assert.is_false(l:run())
+      assert.is_true(first)
+    end)
+
+    it("a task cannot wait on a descriptor with a watcher, nor a watcher take one a task waits on", function()
+      local l = new_loop()
+      local r = pipe()
+      local r2, w2 = pipe()
+      local watcher = l:io(r, "in", function() end)
+      local msgs = {}
+      l:spawn(function()
+        msgs.wait = H.msg_of(function() l:readable(r) end)
+        msgs.write = H.msg_of(function() l:writable(r) end)
+        assert.is_true(l:readable(r2))
+      end)
+      assert.is_true(l:run("nowait"))
+      assert.are.equal(("fd %d has an I/O watcher: a task cannot wait on it"):format(r), msgs.wait)
+      assert.are.equal(("fd %d has an I/O watcher: a task cannot wait on it"):format(r), msgs.write)
+      assert.are.equal(("fd %d has a task waiting on it"):format(r2),
+        H.msg_of(function() l:io(r2, "in", function() end) end))
+      assert.are.equal(("fd %d has a task waiting on it"):format(r2),
+        H.msg_of(function() l:io(r2 + 0.0, "out", function() end) end))
+      l:invariant()
+      watcher:stop()
+      T.write(w2, "x")
+      assert.is_false(l:run())
+      assert.are.equal("", watched(l))
+    end)
+  end)
+
+  it("keep run going while they wait; run returns false when the last one ends", function()
+    local l = new_loop()
+    local r, w = pipe()
+    local done = 0
+    for i = 1, 3 do
+      l:spawn(function()
+        l:sleep(i / 1000)
+        if i == 3 then T.write(w, "go") end
+        done = done + 1
+      end)
+    end
+    l:spawn(function()
+      l:readable(r)
+      done = done + T.read(r):len()
+    end)
+    assert.is_false(l:run())
+    assert.are.equal(5, done)
+    assert.are.same({ 0, 0, 0 }, counts(l))
+    l:invariant()
+  end)
+
+  it("allocate nothing in a steady ping-pong between a task and a watcher", function()
+    local l = new_loop()
+    local a, b = socketpair()
+    local bad, rounds_done = 0, 0
+    l:io(b, "in", function(_, fd)
+      if T.read(fd, 1) ~= "p" or T.write(fd, "p") ~= 1 then bad = bad + 1 end
+    end)
+    l:spawn(function()
+      while true do
+        if not l:readable(a, 10) then bad = bad + 1 end
+        if T.read(a, 1) ~= "p" then bad = bad + 1 end
+        if not l:writable(a) then bad = bad + 1 end
+        T.write(a, "p")
+        rounds_done = rounds_done + 1
+      end
+    end)
+    T.write(b, "p")
+    local function rounds(n)
+      for _ = 1, n do
+        if not l:run("once") then bad = bad + 1 end
+      end
+    end
+    rounds(2000)
+    collectgarbage()
+    collectgarbage()
+    collectgarbage("stop")
+    pcall(rounds, 10)
+    local before = collectgarbage("count")
+    local ok, err = pcall(rounds, 10000)
+    local after = collectgarbage("count")
+    collectgarbage("restart")
+    assert(ok, err)
+    assert.are.equal(0, after - before)
+    assert.are.equal(0, bad)
+    assert.is_true(rounds_done > 1000)
+  end)
+end)

@@ -1,0 +1,503 @@
+-- lepoll.loop: run modes, stop, close, <close>, collection, tostring.
+local lepoll = require "lepoll"
+local loop = require "lepoll.loop"
+local H = require "support.helpers"
+local T = H.T
+
+local C = H.cleanups(function(fn) finally(fn) end)
+local defer, pipe = C.defer, C.pipe
+
+local now = lepoll.now
+local CLOSED = "attempt to use a closed loop"
+
+local function new_loop(opts)
+  local l = loop.new(opts)
+  defer(function() l:close() end)
+  return l
+end
+
+-- Whether fd is an open descriptor of this process.
+local function is_open(fd)
+  return T.cloexec(fd) ~= nil
+end
+
+-- A timerfd that expires after `seconds`, closed when the test ends.
+local function timerfd(seconds, every)
+  local fd = assert(T.timerfd(seconds, every))
+  defer(function() H.close(fd) end)
+  return fd
+end
+
+-- Runs f and returns the seconds it took, then its results.
+local function timed(f, ...)
+  local t0 = now()
+  local results = { f(...) }
+  return now() - t0, table.unpack(results)
+end
+
+describe("lepoll.loop run", function()
+  H.no_fd_leaks(lazy_setup, lazy_teardown)
+
+  it("returns false at once in every mode when there is nothing to wait for", function()
+    local l = new_loop()
+    for _, mode in ipairs({ "default", "once", "nowait" }) do
+      local took, more = timed(l.run, l, mode)
+      assert.is_false(more)
+      assert.is_true(took < 0.5)
+    end
+    local took, more = timed(l.run, l)
+    assert.is_false(more)
+    assert.is_true(took < 0.5)
+    -- Stopped watchers and timers are nothing to wait for either.
+    local r = pipe()
+    l:io(r, "in", function() end):stop()
+    l:timer(0, function() end):stop()
+    assert.is_false(l:run())
+  end)
+
+  it("refuses an unknown mode", function()
+    local l = new_loop()
+    assert.are.equal("bad argument #1 to 'run' (invalid mode 'forever' (expected 'default', 'once' or 'nowait'))",
+      H.msg_of(function() l:run("forever") end))
+    assert.are.equal("bad argument #1 to 'run' (invalid mode '1' (expected 'default', 'once' or 'nowait'))",
+      H.msg_of(function() l:run(1) end))
+  end)
+
+  describe("once", function()
+    it("blocks until an event, dispatches it and returns true while work remains", function()
+      local l = new_loop()
+      local tfd = timerfd(0.01)
+      local calls = 0
+      l:io(tfd, "in", function(_, fd)
+        calls = calls + 1
+        assert.are.equal(1, T.read_u64(fd))
+      end)
+      local took, more = timed(l.run, l, "once")
+      assert.is_true(more)
+      assert.are.equal(1, calls)
+      assert.is_true(took >= 0.009) -- the timerfd's own rounding aside
+      assert.is_true(took < 1)
+    end)
+
+    it("does not block when an event is pending", function()
+      local l = new_loop()
+      local r, w = pipe()
+      local calls = 0
+      l:io(r, "in", function() calls = calls + 1 end)
+      T.write(w, "x")
+      local took, more = timed(l.run, l, "once")
+      assert.is_true(more)
+      assert.are.equal(1, calls)
+      assert.is_true(took < 0.5)
+    end)
+
+    it("returns after an interrupted wait, having dispatched nothing", function()
+      local l = new_loop()
+      local r = pipe()
+      local calls = 0
+      l:io(r, "in", function() calls = calls + 1 end)
+      local alarms = T.alarms()
+      assert.is_true(T.alarm(0.01))
+      local took, more = timed(l.run, l, "once")
+      T.alarm(0)
+      assert.is_true(more)
+      assert.are.equal(alarms + 1, T.alarms())
+      assert.are.equal(0, calls)
+      assert.is_true(took >= 0.009)
+    end)
+  end)
+
+  describe("nowait", function()
+    it("does not block, and returns true while work remains", function()
+      local l = new_loop()
+      local r, w = pipe()
+      local calls = 0
+      l:io(r, "in", function() calls = calls + 1 end)
+      l:timer(1, function() calls = calls + 100 end)
+      local took, more = timed(l.run, l, "nowait")
+      assert.is_true(more)
+      assert.are.equal(0, calls)
+      assert.is_true(took < 0.5)
+      T.write(w, "x")
+      assert.is_true(l:run("nowait"))
+      assert.are.equal(1, calls)
+    end)
+  end)
+
+  describe("default", function()
+    it("runs until no watcher, timer or task is left, and returns false", function()
+      local l = new_loop()
+      local tfd = timerfd(0.002, 0.002)
+      local log = {}
+      l:io(tfd, "in", function(w, fd)
+        T.read_u64(fd)
+        log[#log + 1] = "tick"
+        if #log >= 3 then w:stop() end
+      end)
+      l:timer(0.004, function() log.timer = true end)
+      l:spawn(function()
+        l:sleep(0.006)
+        log.task = true
+      end)
+      assert.is_false(l:run())
+      assert.is_true(#log >= 3)
+      assert.is_true(log.timer)
+      assert.is_true(log.task)
+      assert.are.equal(string.format("loop{watchers=0, timers=0, tasks=0, epoll{fd=%d, num_file_descrs=%d, "
+        .. "max_ready_events=256, flags_by_fd={}, ready={}}}", l:getfd(), H.default_num_file_descrs()),
+        (tostring(l):gsub("ready={.-}}}$", "ready={}}}")))
+    end)
+
+    it("goes on after an interrupted wait", function()
+      local l = new_loop()
+      local r = pipe()
+      local watcher = l:io(r, "in", function() end)
+      local alarms = T.alarms()
+      assert.is_true(T.alarm(0.005))
+      l:timer(0.02, function() watcher:stop() end)
+      local took, more = timed(l.run, l)
+      T.alarm(0)
+      assert.is_false(more)
+      assert.are.equal(alarms + 1, T.alarms())
+      assert.is_true(took >= 0.02)
+    end)
+  end)
+
+  it("runs a round in order: new tasks, I/O callbacks, timers", function()
+    local l = new_loop()
+    local r, w = pipe()
+    local log = {}
+    l:io(r, "in", function(watcher)
+      log[#log + 1] = "io"
+      watcher:stop()
+    end)
+    l:timer(0, function() log[#log + 1] = "timer" end)
+    l:spawn(function() log[#log + 1] = "task" end)
+    T.write(w, "x")
+    assert.is_false(l:run("once"))
+    assert.are.same({ "task", "io", "timer" }, log)
+  end)
+
+  describe("stop", function()
+    it("from a callback makes run return true after the round, which still completes", function()
+      local l = new_loop()
+      local r1, w1 = pipe()
+      local r2, w2 = pipe()
+      local log = {}
+      l:io(r1, "in", function()
+        log[#log + 1] = "first"
+        l:stop()
+      end)
+      l:io(r2, "in", function() log[#log + 1] = "second" end)
+      l:timer(0, function() log[#log + 1] = "timer" end)
+      T.write(w1, "x")
+      T.write(w2, "y")
+      assert.is_true(l:run())
+      assert.are.same({ "first", "second", "timer" }, log)
+      -- A new run goes on: stop is forgotten.
+      assert.is_true(l:run())
+      assert.are.same({ "first", "second", "timer", "first", "second" }, log)
+    end)
+
+    it("from a task works the same", function()
+      local l = new_loop()
+      local r = pipe()
+      local idle = l:io(r, "in", function() end)
+      local steps = 0
+      l:spawn(function()
+        while true do
+          steps = steps + 1
+          l:stop()
+          l:sleep(0)
+        end
+      end)
+      assert.is_true(l:run())
+      assert.are.equal(2, steps) -- started, then resumed by the due sleep
+      assert.is_true(l:run())
+      assert.are.equal(3, steps)
+      idle:stop()
+    end)
+
+    it("outside run does nothing", function()
+      local l = new_loop()
+      local fired = 0
+      l:timer(0.005, function() fired = fired + 1 end)
+      assert.are.equal(0, select("#", l:stop()))
+      assert.is_false(l:run())
+      assert.are.equal(1, fired)
+    end)
+  end)
+
+  it("called from a callback or task of the same loop is an error", function()
+    local l = new_loop()
+    local msgs = {}
+    l:timer(0, function() msgs.timer = H.msg_of(function() l:run("nowait") end) end)
+    l:spawn(function() msgs.task = H.msg_of(function() l:run() end) end)
+    assert.is_false(l:run())
+    local msg = "the loop is already running (run called from one of its callbacks or tasks)"
+    assert.are.same({ timer = msg, task = msg }, msgs)
+    -- run of another loop is fine there.
+    local other = new_loop()
+    local inner
+    l:timer(0, function() inner = other:run() end)
+    assert.is_false(l:run())
+    assert.is_false(inner)
+  end)
+
+  describe("close", function()
+    it("stops watchers and timers, ends tasks and closes the set, leaving the descriptors open", function()
+      local before = T.fdcount()
+      local l = loop.new()
+      local epfd = l:getfd()
+      local r, w = pipe()
+      local r2 = pipe()
+      local watcher = l:io(r, "in", function() end)
+      local timer = l:timer(10, function() end)
+      local closed, resumed = 0, false
+      local task = l:spawn(function()
+        local guard <close> = setmetatable({}, { __close = function() closed = closed + 1 end })
+        l:readable(r2)
+        resumed = true
+      end)
+      assert.is_true(l:run("nowait"))
+      local queued = l:spawn(function() resumed = true end)
+      assert.are.equal("waiting", task:status())
+      assert.are.equal(before + 5, T.fdcount())
+
+      assert.are.equal(0, select("#", l:close()))
+      assert.are.equal("loop{closed}", tostring(l))
+      assert.is_false(watcher:is_active())
+      assert.is_false(timer:is_active())
+      assert.are.equal("dead", task:status())
+      assert.are.equal("dead", queued:status())
+      assert.are.equal(1, closed) -- the task's to-be-closed variable
+      assert.is_false(resumed)
+      assert.is_false(is_open(epfd))
+      assert.is_true(is_open(r))
+      assert.is_true(is_open(w))
+      assert.is_true(is_open(r2))
+      assert.are.equal(before + 4, T.fdcount())
+      l:invariant()
+      -- A second close does nothing.
+      assert.are.equal(0, select("#", l:close()))
+      assert.are.equal(1, closed)
+    end)
+
+    it("makes the loop's methods raise, except the harmless ones", function()
+      local l = loop.new()
+      local r = pipe()
+      local watcher = l:io(r, "in", function() end)
+      local stopped = l:io(pipe(), "in", function() end)
+      stopped:stop()
+      local timer = l:timer(1, function() end)
+      l:close()
+      local calls = {
+        function() l:io(r, "in", function() end) end,
+        function() l:timer(1, function() end) end,
+        function() l:spawn(function() end) end,
+        function() l:run() end,
+        function() l:run("nowait") end,
+        function() l:getfd() end,
+        function() l:readable(r) end,
+        function() l:writable(r) end,
+        function() l:sleep(0) end,
+        function() watcher:start() end,
+        function() stopped:start() end,
+        function() watcher:set("out") end,
+        function() timer:again() end,
+      }
+      for _, f in ipairs(calls) do assert.are.equal(CLOSED, H.msg_of(f)) end
+      assert.are.equal(0, select("#", l:stop()))
+      assert.are.equal(0, select("#", watcher:stop()))
+      assert.are.equal(0, select("#", timer:stop()))
+      assert.are.equal(0, select("#", l:close()))
+      assert.are.equal(0, select("#", l:invariant()))
+      assert.is_number(l:now())
+      assert.are.equal("loop{closed}", tostring(l))
+    end)
+
+    it("from a callback ends the run, with the rest of the round undispatched", function()
+      local l = loop.new()
+      local r1, w1 = pipe()
+      local r2, w2 = pipe()
+      local log = {}
+      l:io(r1, "in", function()
+        log[#log + 1] = "first"
+        l:close()
+      end)
+      l:io(r2, "in", function() log[#log + 1] = "second" end)
+      l:timer(0, function() log[#log + 1] = "timer" end)
+      T.write(w1, "x")
+      T.write(w2, "y")
+      assert.is_false(l:run())
+      assert.are.same({ "first" }, log)
+      assert.are.equal("loop{closed}", tostring(l))
+      assert.are.equal(CLOSED, H.msg_of(function() l:run() end))
+    end)
+
+    it("from a task ends the others; the closing task goes on until it returns", function()
+      local l = loop.new()
+      local log = {}
+      l:spawn(function()
+        local guard <close> = setmetatable({}, { __close = function() log[#log + 1] = "sleeper closed" end })
+        l:sleep(10)
+        log[#log + 1] = "sleeper resumed"
+      end)
+      l:spawn(function()
+        l:sleep(0)
+        l:close()
+        log[#log + 1] = "closer goes on"
+        log[#log + 1] = H.msg_of(function() l:sleep(0) end)
+      end)
+      assert.is_false(l:run())
+      assert.are.same({ "sleeper closed", "closer goes on", CLOSED }, log)
+    end)
+
+    it("raises the error of a task's to-be-closed variable, once everything is closed", function()
+      local l = loop.new()
+      local epfd = l:getfd()
+      local thrown = {}
+      l:spawn(function()
+        local guard <close> = setmetatable({}, { __close = function() error(thrown) end })
+        l:sleep(10)
+      end)
+      assert.is_true(l:run("nowait"))
+      local ok, err = pcall(l.close, l)
+      assert.is_false(ok)
+      assert.is_true(rawequal(thrown, err))
+      assert.is_false(is_open(epfd))
+      assert.are.equal("loop{closed}", tostring(l))
+      assert.are.equal(0, select("#", l:close()))
+    end)
+
+    it("happens for a to-be-closed variable at scope exit, also on error", function()
+      local kept, epfd
+      do
+        local l <close> = loop.new()
+        kept, epfd = l, l:getfd()
+        l:timer(1, function() end)
+        assert.is_true(is_open(epfd))
+      end
+      assert.are.equal("loop{closed}", tostring(kept))
+      assert.is_false(is_open(epfd))
+      local thrown = {}
+      local ok, err = pcall(function()
+        local l <close> = loop.new()
+        kept, epfd = l, l:getfd()
+        error(thrown)
+      end)
+      assert.is_false(ok)
+      assert.is_true(rawequal(thrown, err))
+      assert.are.equal("loop{closed}", tostring(kept))
+      assert.is_false(is_open(epfd))
+    end)
+
+    it("happens when the loop is collected", function()
+      local r = pipe()
+      collectgarbage()
+      local before = T.fdcount()
+      local closed = false
+      do
+        local l = loop.new()
+        l:io(r, "in", function() end)
+        l:spawn(function()
+          local guard <close> = setmetatable({}, { __close = function() closed = true end })
+          l:sleep(10)
+        end)
+        l:run("nowait")
+        assert.are.equal(before + 1, T.fdcount())
+      end
+      collectgarbage()
+      collectgarbage()
+      assert.are.equal(before, T.fdcount())
+      assert.is_true(closed)
+      assert.is_true(is_open(r))
+    end)
+  end)
+
+  describe("tostring", function()
+    it("shows the counts and the set in one line", function()
+      local l = new_loop({ num_file_descrs = 1024, max_ready_events = 8 })
+      local r1, w1 = pipe()
+      local r2 = pipe()
+      local _, w3 = pipe()
+      l:io(r1, "in", function() end)
+      l:io(r2, "in|et", function() end)
+      l:timer(10, function() end)
+      l:timer(10, function() end):stop()
+      l:spawn(function() l:writable(w3) end)
+      l:spawn(function() l:sleep(10) end)
+      assert.are.equal(string.format("loop{watchers=2, timers=1, tasks=2, epoll{fd=%d, num_file_descrs=1024, "
+        .. "max_ready_events=8, flags_by_fd={[%d]=\"in\", [%d]=\"in|et\"}, ready={}}}", l:getfd(), r1, r2),
+        tostring(l))
+      T.write(w1, "x")
+      assert.is_true(l:run("once")) -- the writer task ran; the sleeper waits
+      assert.are.equal(string.format("loop{watchers=2, timers=1, tasks=1, epoll{fd=%d, num_file_descrs=1024, "
+        .. "max_ready_events=8, flags_by_fd={[%d]=\"in\", [%d]=\"in|et\"}, ready={[%d]=\"in\", [%d]=\"out\"}}}",
+        l:getfd(), r1, r2, r1, w3), tostring(l))
+      l:close()
+      assert.are.equal("loop{closed}", tostring(l))
+    end)
+  end)
+
+  describe("new", function()
+    it("passes the set's sizes to lepoll.create and checks its options", function()
+      local l = new_loop({ num_file_descrs = 16, max_ready_events = 1 })
+      assert.matches("num_file_descrs=16, max_ready_events=1,", tostring(l))
+      assert.are.equal("bad argument #1 to 'new' (options table expected, got number)",
+        H.msg_of(function() loop.new(5) end))
+      assert.are.equal("bad argument #1 to 'new' (on_error must be a function, got string)",
+        H.msg_of(function() loop.new({ on_error = "print" }) end))
+      assert.are.equal("bad argument #1 to 'new' (clock must be a function, got number)",
+        H.msg_of(function() loop.new({ clock = 1 }) end))
+      assert.are.equal("bad argument #1 to 'create' (num_file_descrs must be in [1, 2147483647], got 0)",
+        H.msg_of(function() loop.new({ num_file_descrs = 0 }) end))
+    end)
+
+    it("delivers max_ready_events per wait, the rest in the next rounds", function()
+      local l = new_loop({ max_ready_events = 1 })
+      local r1, w1 = pipe()
+      local r2, w2 = pipe()
+      local calls = {}
+      for _, r in ipairs({ r1, r2 }) do
+        l:io(r, "in", function(watcher, fd)
+          calls[#calls + 1] = fd
+          watcher:stop()
+        end)
+      end
+      T.write(w1, "x")
+      T.write(w2, "y")
+      assert.is_true(l:run("once"))
+      assert.are.same({ r1 }, calls)
+      assert.is_false(l:run("once"))
+      assert.are.same({ r1, r2 }, calls)
+    end)
+
+    it("uses opts.clock for timers and now", function()
+      local t = 5
+      local l = new_loop({ clock = function() return t end })
+      assert.are.equal(5, l:now())
+      local fired = false
+      l:timer(1, function() fired = true end)
+      t = 5.5
+      assert.is_true(l:run("nowait"))
+      assert.is_false(fired)
+      t = 6
+      assert.is_false(l:run("nowait"))
+      assert.is_true(fired)
+    end)
+  end)
+
+  it("getfd is the set's descriptor: readable for another set when the loop has events", function()
+    local l = new_loop()
+    local outer = C.new_set()
+    local r, w = pipe()
+    l:io(r, "in", function() end)
+    outer:set(l:getfd(), "in")
+    assert.are.equal("timeout", outer:wait(0))
+    T.write(w, "x")
+    assert.are.equal("ok", outer:wait(0))
+    assert.are.same({ { l:getfd(), lepoll.IN } }, H.ready(outer))
+    outer:remove(l:getfd())
+  end)
+end)

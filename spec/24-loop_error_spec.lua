@@ -1,0 +1,284 @@
+-- lepoll.loop: errors raised by watcher callbacks, timer callbacks and
+-- tasks; run re-raising them unchanged, tracebacks, on_error.
+local loop = require "lepoll.loop"
+local H = require "support.helpers"
+local T = H.T
+
+local C = H.cleanups(function(fn) finally(fn) end)
+local defer, pipe = C.defer, C.pipe
+
+local SRC = debug.getinfo(1, "S").short_src
+
+local function new_loop(opts)
+  local l = loop.new(opts)
+  defer(function() l:close() end)
+  return l
+end
+
+-- "file:line" of the function f's definition.
+local function defined(f)
+  return SRC .. ":" .. debug.getinfo(f, "S").linedefined
+end
+
+-- The error value of l:run(mode), which must fail.
+local function run_error(l, mode)
+  local ok, err = pcall(l.run, l, mode)
+  assert(not ok, "run did not fail")
+  return err
+end
+
+-- The first line of a traceback, and whether it goes on with the stack.
+local function first_line(trace)
+  local line, rest = trace:match("^([^\n]*)\n(.*)$")
+  assert.are.equal("string", type(rest), trace)
+  assert.matches("^stack traceback:\n", rest)
+  return line, rest
+end
+
+describe("lepoll.loop errors", function()
+  H.no_fd_leaks(lazy_setup, lazy_teardown)
+
+  describe("in an I/O callback", function()
+    it("leave run with the original string, position included, and a traceback naming the callback", function()
+      local l = new_loop()
+      local r, w = pipe()
+      assert.is_nil(l:last_traceback())
+      local line
+      local function cb()
+        line = debug.getinfo(1, "l").currentline + 1
+        error("boom")
+      end
+      l:io(r, "in", cb)
+      T.write(w, "x")
+      local err = run_error(l, "once")
+      local msg = SRC .. ":" .. line .. ": boom"
+      assert.are.equal(msg, err)
+      local trace = l:last_traceback()
+      local first, stack = first_line(trace)
+      assert.are.equal(("io watcher on fd %d (callback %s): %s"):format(r, defined(cb), msg), first)
+      assert.is_truthy(stack:find("\n\t[C]: in function 'error'\n", 1, true))
+      assert.is_truthy(stack:find("\n\t" .. SRC .. ":" .. line .. ": in ", 1, true))
+    end)
+
+    it("leave run with the same table, and other values unchanged", function()
+      local l = new_loop()
+      local r, w = pipe()
+      local thrown = { code = 7 }
+      local value = thrown
+      l:io(r, "in", function() error(value) end)
+      T.write(w, "x")
+      assert.is_true(rawequal(thrown, run_error(l, "once")))
+      assert.matches("^io watcher on fd %d+ %(callback .-%): %(error object is a table value%)\n",
+        l:last_traceback())
+      local named = setmetatable({}, { __tostring = function() return "a named error" end })
+      value = named
+      assert.is_true(rawequal(named, run_error(l, "once")))
+      assert.matches("^io watcher on fd %d+ %(callback .-%): a named error\n", l:last_traceback())
+      value = 42
+      assert.are.equal(42, run_error(l, "nowait"))
+      assert.matches("^io watcher on fd %d+ %(callback .-%): 42\n", l:last_traceback())
+      value = nil
+      assert.is_nil(run_error(l, "nowait"))
+      assert.matches("%(error object is a nil value%)\n", l:last_traceback())
+      l:invariant()
+    end)
+
+    it("leave the loop consistent: the rest of the round is dispatched by the next run", function()
+      local l = new_loop()
+      local r1, w1 = pipe()
+      local r2, w2 = pipe()
+      local log = {}
+      local thrown = {}
+      local first = l:io(r1, "in|et", function()
+        log[#log + 1] = "first"
+        error(thrown)
+      end)
+      l:io(r2, "in|et", function() log[#log + 1] = "second" end)
+      l:timer(0, function() log[#log + 1] = "timer" end)
+      T.write(w1, "x")
+      T.write(w2, "y")
+      assert.is_true(rawequal(thrown, run_error(l, "once")))
+      assert.are.same({ "first" }, log)
+      l:invariant()
+      assert.is_true(first:is_active()) -- what failed stays as it was
+      -- Edge-triggered: the kernel will not report r2 again, yet its event
+      -- is not lost; the timer due runs too. run works again.
+      assert.is_true(l:run("nowait"))
+      assert.are.same({ "first", "second", "timer" }, log)
+      assert.is_true(l:run("nowait"))
+      assert.are.same({ "first", "second", "timer" }, log)
+      l:invariant()
+    end)
+
+    it("let run be called again at once (it is not left running)", function()
+      local l = new_loop()
+      local r, w = pipe()
+      local calls = 0
+      l:io(r, "in", function(watcher)
+        calls = calls + 1
+        if calls == 1 then error("first call fails", 0) end
+        watcher:stop()
+      end)
+      T.write(w, "x")
+      assert.are.equal("first call fails", run_error(l))
+      assert.is_false(l:run())
+      assert.are.equal(2, calls)
+    end)
+  end)
+
+  describe("in a timer callback", function()
+    it("leave run with the original value and a traceback naming the timer", function()
+      local l = new_loop()
+      local line
+      local function cb()
+        line = debug.getinfo(1, "l").currentline + 1
+        error("tick failed")
+      end
+      local timer = l:timer(0, cb)
+      local err = run_error(l)
+      local msg = SRC .. ":" .. line .. ": tick failed"
+      assert.are.equal(msg, err)
+      local first, stack = first_line(l:last_traceback())
+      assert.are.equal(("timer #1 (callback %s): %s"):format(defined(cb), msg), first)
+      assert.is_truthy(stack:find("\n\t" .. SRC .. ":" .. line .. ": in ", 1, true))
+      assert.is_false(timer:is_active()) -- a one-shot timer is done
+      assert.is_false(l:run())
+    end)
+
+    it("keep a repeating timer scheduled, and the timers due after it run next", function()
+      local l = new_loop()
+      local log = {}
+      local thrown = {}
+      local repeating = l:timer(0, function()
+        log[#log + 1] = "repeating"
+        error(thrown)
+      end, 10)
+      l:timer(0, function() log[#log + 1] = "second" end)
+      assert.is_true(rawequal(thrown, run_error(l, "nowait")))
+      assert.are.same({ "repeating" }, log)
+      assert.is_true(repeating:is_active())
+      l:invariant()
+      assert.is_true(l:run("nowait"))
+      assert.are.same({ "repeating", "second" }, log)
+      repeating:stop()
+      assert.is_false(l:run())
+    end)
+  end)
+
+  describe("in a task", function()
+    it("leave run with the original value and a traceback of the task, which is dead", function()
+      local l = new_loop()
+      local r, w = pipe()
+      local line, closed = nil, false
+      local function body(fd)
+        local guard <close> = setmetatable({}, { __close = function() closed = true end })
+        l:readable(fd)
+        line = debug.getinfo(1, "l").currentline + 1
+        error("task failed")
+      end
+      local task = l:spawn(body, r)
+      assert.is_true(l:run("nowait"))
+      T.write(w, "x")
+      local err = run_error(l, "once")
+      local msg = SRC .. ":" .. line .. ": task failed"
+      assert.are.equal(msg, err)
+      local first, stack = first_line(l:last_traceback())
+      assert.are.equal(("task #1 (function %s): %s"):format(defined(body), msg), first)
+      assert.is_truthy(stack:find("\n\t" .. SRC .. ":" .. line .. ": in ", 1, true))
+      assert.are.equal("dead", task:status())
+      assert.is_true(closed) -- its to-be-closed variable, closed by the loop
+      assert.matches("flags_by_fd={}", tostring(l))
+      l:invariant()
+      assert.is_false(l:run())
+    end)
+
+    it("at start leave the other tasks to start in the next run", function()
+      local l = new_loop()
+      local log = {}
+      local thrown = {}
+      l:spawn(function() log[#log + 1] = "a" end)
+      l:spawn(function() error(thrown) end)
+      l:spawn(function() log[#log + 1] = "c" end)
+      assert.is_true(rawequal(thrown, run_error(l)))
+      assert.are.same({ "a" }, log)
+      assert.matches("tasks=1,", tostring(l))
+      l:invariant()
+      assert.is_false(l:run())
+      assert.are.same({ "a", "c" }, log)
+    end)
+
+    it("that yield to the loop by themselves fail, saying so", function()
+      local l = new_loop()
+      local body = function() coroutine.yield("hello") end
+      local task = l:spawn(body)
+      local expected = ("task #1 (function %s) yielded to the loop outside readable, writable or sleep")
+        :format(defined(body))
+      assert.are.equal(expected, run_error(l))
+      assert.are.equal("dead", task:status())
+      assert.are.equal(expected, (first_line(l:last_traceback()):match("^task #1 %(function .-%): (.*)$")))
+      assert.is_false(l:run())
+    end)
+  end)
+
+  describe("with opts.on_error", function()
+    it("go to on_error(err, where, obj) at once, and the loop goes on", function()
+      local handled = {}
+      local l = new_loop({ on_error = function(...) handled[#handled + 1] = { n = select("#", ...), ... } end })
+      local r1, w1 = pipe()
+      local r2, w2 = pipe()
+      local thrown = { "io" }
+      local log = {}
+      local watcher = l:io(r1, "in", function(wt)
+        log[#log + 1] = "first"
+        wt:stop()
+        error(thrown)
+      end)
+      l:io(r2, "in", function(wt)
+        log[#log + 1] = "second"
+        wt:stop()
+      end)
+      local timer = l:timer(0, function() error("timer", 0) end)
+      local task = l:spawn(function() error("task", 0) end)
+      T.write(w1, "x")
+      T.write(w2, "y")
+      assert.is_false(l:run())
+      assert.are.same({ "first", "second" }, log)
+      assert.are.equal(3, #handled)
+      -- The task failed first (round step 2), then the watcher, then the timer.
+      local h1, h2, h3 = handled[1], handled[2], handled[3]
+      assert.are.equal(3, h1.n)
+      assert.are.equal("task", h1[1])
+      assert.matches("^task #1 %(function .-%): task\nstack traceback:\n", h1[2])
+      assert.is_true(rawequal(task, h1[3]))
+      assert.is_true(rawequal(thrown, h2[1]))
+      assert.matches(("^io watcher on fd %d %%(callback .-%%): %%(error object is a table value%%)\nstack traceback:\n")
+        :format(r1), h2[2])
+      assert.is_true(rawequal(watcher, h2[3]))
+      assert.are.equal("timer", h3[1])
+      assert.matches("^timer #1 %(callback .-%): timer\nstack traceback:\n", h3[2])
+      assert.is_true(rawequal(timer, h3[3]))
+      -- last_traceback is the last one handled.
+      assert.are.equal(h3[2], l:last_traceback())
+      l:invariant()
+    end)
+
+    it("that raise themselves leave run with that error, the loop consistent", function()
+      local rethrown = {}
+      local l = new_loop({ on_error = function() error(rethrown) end })
+      local r, w = pipe()
+      local log = {}
+      l:io(r, "in", function(wt)
+        log[#log + 1] = "failing"
+        wt:stop()
+        error("original")
+      end)
+      l:timer(0, function() log[#log + 1] = "timer" end)
+      T.write(w, "x")
+      assert.is_true(rawequal(rethrown, run_error(l)))
+      assert.are.same({ "failing" }, log)
+      l:invariant()
+      assert.is_false(l:run())
+      assert.are.same({ "failing", "timer" }, log)
+    end)
+  end)
+end)
