@@ -5,6 +5,10 @@
 #   make host       build build/host, the example C host (examples/host)
 #   make install    PREFIX=/usr/local DESTDIR= : module, Lua modules,
 #                   header and static library; make uninstall reverses it
+#   make test-threads  Lua states in several threads at once, under
+#                   ThreadSanitizer (test/c/threads_host.c, build/tsan/)
+#   make test-close    lua_close with live sets, under valgrind
+#                   (test/c/close_host.c)
 # Missing Debian packages are installed first (tools/ensure-deps).
 # LuaRocks' variable names are honoured: LUA_INCDIR, CFLAGS, LIBFLAG.
 
@@ -35,7 +39,7 @@ LUA_LMODDIR = $(shell tools/lua-moddir lmod $(PREFIX) $(LUA) $(LUA))
 INCDIR      = $(PREFIX)/include
 LIBDIR      = $(PREFIX)/lib
 
-.PHONY: all deps test demo host install uninstall clean
+.PHONY: all deps test demo host install uninstall clean test-threads test-close deps-valgrind
 
 all: $(BUILD)/lepoll.so $(BUILD)/liblepoll.a
 
@@ -89,3 +93,54 @@ uninstall:
 
 clean:
 	rm -rf $(BUILD)
+
+# ----------------------------------------------------------------------------
+# make test-threads: several threads, each with its own lua_State running
+# lepoll at the same time (test/c/threads_host.c), under ThreadSanitizer.
+# lepoll is compiled again from src/ with -fsanitize=thread into build/tsan/,
+# apart from the normal objects. Any report fails the run: the host counts
+# them, and TSan's exit status is then 66. When TSan's runtime cannot start
+# (GCC 12's fails to on kernels with more mmap randomization than Debian
+# 12's, vm.mmap_rnd_bits 32), the host is run with it off (setarch -R).
+TSAN_DIR     := $(BUILD)/tsan
+TSAN_OBJ     := $(SRC:src/%.c=$(TSAN_DIR)/obj/%.o)
+TSAN_CFLAGS  := -fsanitize=thread -g
+TSAN_RUN     := halt_on_error=0:exitcode=66
+TEST_THREADS ?= 4
+TEST_ROUNDS  ?= 5000
+TEST_LUA_PATH := lua/?.lua;lua/?/init.lua;;
+
+$(TSAN_DIR)/obj/%.o: src/%.c $(HDR) | deps
+	@mkdir -p $(TSAN_DIR)/obj
+	$(CC) $(ALL_CFLAGS) $(TSAN_CFLAGS) -c -o $@ $<
+
+$(TSAN_DIR)/liblepoll.a: $(TSAN_OBJ)
+	rm -f $@
+	ar rcs $@ $(TSAN_OBJ)
+
+$(TSAN_DIR)/threads_host: test/c/threads_host.c src/lepoll.h $(TSAN_DIR)/liblepoll.a | deps
+	$(CC) -std=c99 $(WARN) $(CFLAGS) $(TSAN_CFLAGS) $(LUA_CFLAGS) -Isrc -pthread -o $@ $< \
+	      $(TSAN_DIR)/liblepoll.a $(LUA_LIBS)
+
+test-threads: $(TSAN_DIR)/threads_host
+	@run=; if ! $(TSAN_DIR)/threads_host --probe >/dev/null 2>&1; then \
+	    echo "ThreadSanitizer cannot start here: running with address randomization off"; \
+	    run="setarch $$(uname -m) -R"; \
+	fi; \
+	echo "LUA_PATH='$(TEST_LUA_PATH)' TSAN_OPTIONS=$(TSAN_RUN) $$run$${run:+ }$(TSAN_DIR)/threads_host $(TEST_THREADS) $(TEST_ROUNDS)"; \
+	LUA_PATH='$(TEST_LUA_PATH)' TSAN_OPTIONS=$(TSAN_RUN) $$run $(TSAN_DIR)/threads_host $(TEST_THREADS) $(TEST_ROUNDS)
+
+# make test-close: lua_close with live sets, loops and pending events
+# (test/c/close_host.c), under valgrind: any error or definite leak fails.
+VALGRIND       ?= valgrind
+VALGRIND_FLAGS := -q --error-exitcode=99 --leak-check=full --errors-for-leak-kinds=definite \
+                  --show-leak-kinds=definite
+
+deps-valgrind: deps
+	@tools/ensure-deps valgrind
+
+$(BUILD)/close_host: test/c/close_host.c src/lepoll.h $(BUILD)/liblepoll.a | deps-valgrind
+	$(CC) -std=c99 $(WARN) $(CFLAGS) -g $(LUA_CFLAGS) -Isrc -o $@ $< $(BUILD)/liblepoll.a $(LUA_LIBS)
+
+test-close: $(BUILD)/close_host | deps-valgrind
+	LUA_PATH='$(TEST_LUA_PATH)' $(VALGRIND) $(VALGRIND_FLAGS) $(BUILD)/close_host
