@@ -94,6 +94,9 @@ uninstall:
 clean:
 	rm -rf $(BUILD)
 
+# Further targets, one file per concern (sanitizers, fuzzing, ...).
+include $(wildcard mk/*.mk)
+
 # ----------------------------------------------------------------------------
 # make test-threads: several threads, each with its own lua_State running
 # lepoll at the same time (test/c/threads_host.c), under ThreadSanitizer.
