@@ -76,6 +76,7 @@ test: all $(BUILD)/spec/lepoll_test.so $(BUILD)/core_test $(BUILD)/host
 
 demo: $(BUILD)/lepoll.so
 	LUA_CPATH="$(BUILD)/?.so;;" LUA_PATH="lua/?.lua;lua/?/init.lua;;" $(LUA) examples/demo.lua
+	LUA_CPATH="$(BUILD)/?.so;;" LUA_PATH="lua/?.lua;lua/?/init.lua;;" $(LUA) examples/roundtrip.lua
 
 install: all
 	install -d $(DESTDIR)$(LUA_CMODDIR) $(DESTDIR)$(LUA_LMODDIR)/lepoll \

@@ -1,0 +1,143 @@
+-- The lepoll.loop examples, run as documented: examples/tail.lua following
+-- pipes (with its heartbeat), and examples/roundtrip.lua (what `make demo`
+-- runs after the core's tour). Each runs in a child process under
+-- `timeout`, so that nothing can hang.
+local H = require "support.helpers"
+
+local C = H.cleanups(function(fn) finally(fn) end)
+local defer = C.defer
+
+local LUA = "lua5.4"
+
+local function quote(s)
+  return "'" .. s:gsub("'", "'\\''") .. "'"
+end
+
+-- The children find lepoll where this process does.
+local ENV = ("env LUA_PATH=%s LUA_CPATH=%s"):format(quote(package.path), quote(package.cpath))
+
+-- A temporary path, removed when the test ends.
+local function tmpname()
+  local path = os.tmpname()
+  defer(function() os.remove(path) end)
+  return path
+end
+
+local function slurp(path)
+  local f = assert(io.open(path, "rb"))
+  local data = f:read("a")
+  f:close()
+  return data
+end
+
+-- Runs a shell command; returns its stdout, its stderr and how it exited.
+local function run(cmd)
+  local err = tmpname()
+  local p = assert(io.popen(("%s 2>%s"):format(cmd, quote(err))))
+  local out = p:read("a")
+  local ok, how, code = p:close()
+  return out, slurp(err), { ok, how, code }
+end
+
+local EXIT_0 = { true, "exit", 0 }
+
+-- `timeout 20 lua5.4 examples/NAME.lua ARGS`, for a shell command line.
+local function example(name, args)
+  return ("%s timeout 20 %s examples/%s.lua%s"):format(ENV, LUA, name, args and " " .. args or "")
+end
+
+local function lines(s)
+  local list = {}
+  for line in s:gmatch("([^\n]*)\n") do list[#list + 1] = line end
+  return list
+end
+
+describe("the lepoll.loop examples", function()
+  H.no_fd_leaks(lazy_setup, lazy_teardown)
+
+  describe("tail", function()
+    it("prints lines as they come, partial lines too, with a heartbeat while it waits", function()
+      -- The writer pauses 0.3 s after a line, after two, and in the middle
+      -- of one; heartbeats come every 0.05 s.
+      local input = "one\ntwo\nthree\npartial\nlast, no newline"
+      local writer = "printf 'one\\n'; sleep 0.3; printf 'two\\nthree\\n'; sleep 0.3; printf 'par'; sleep 0.3; "
+        .. "printf 'tial\\nlast, no newline'"
+      local out, err, how = run(("{ %s; } | %s"):format(writer, example("tail", "0.05")))
+      assert.are.same(EXIT_0, how, err)
+      assert.are.equal(input, out) -- stdout is a copy of the input
+      local report = lines(err)
+      assert.are.equal("tail: end of input: 5 lines, 38 bytes", table.remove(report))
+      -- Every heartbeat, numbered from 1, tells the lines printed and the
+      -- bytes read so far: states the input went through, in order.
+      local seen, last_bytes = {}, 0
+      for i, line in ipairs(report) do
+        local n, nlines, nbytes = line:match("^tail: heartbeat (%d+): (%d+) lines, (%d+) bytes$")
+        assert(n, "not a heartbeat: " .. line)
+        assert.are.equal(i, tonumber(n))
+        nlines, nbytes = tonumber(nlines), tonumber(nbytes)
+        assert(nbytes >= last_bytes and nbytes <= #input, line)
+        assert.are.equal(select(2, input:sub(1, nbytes):gsub("\n", "")), nlines, line)
+        seen[nlines .. "/" .. nbytes] = true
+        last_bytes = nbytes
+      end
+      -- The three pauses each saw heartbeats: after "one\n", after
+      -- "three\n", and after "par", the loop not blocked by half a line.
+      assert.is_true(seen["1/4"], err)
+      assert.is_true(seen["3/14"], err)
+      assert.is_true(seen["3/17"], err)
+    end)
+
+    it("ends at once on an empty pipe, before any heartbeat", function()
+      local out, err, how = run("printf '' | " .. example("tail", "5"))
+      assert.are.same({ "", "tail: end of input: 0 lines, 0 bytes\n", EXIT_0 }, { out, err, how })
+    end)
+
+    it("follows a named pipe given as its path", function()
+      local fifo = tmpname()
+      os.remove(fifo)
+      assert(os.execute("mkfifo " .. quote(fifo)))
+      -- The writer opens the pipe under `timeout` too, and holds no end of
+      -- the pipe `run` reads.
+      local writer = ("timeout 20 sh -c 'exec >\"$0\"; printf \"alpha\\n\"; sleep 0.1; printf \"beta\\n\"' %s "
+        .. ">/dev/null &"):format(quote(fifo))
+      local out, err, how = run(("%s %s"):format(writer, example("tail", "5 " .. quote(fifo))))
+      assert.are.same({ "alpha\nbeta\n", "tail: end of input: 2 lines, 11 bytes\n", EXIT_0 }, { out, err, how })
+    end)
+
+    it("refuses what epoll cannot watch (a regular file), exiting 2", function()
+      local path = tmpname()
+      local f = assert(io.open(path, "w"))
+      f:write("a regular file\n")
+      f:close()
+      local out, err, how = run(example("tail", "5 " .. quote(path)))
+      assert.are.same({ "", { nil, "exit", 2 } }, { out, how })
+      assert.matches("^tail: cannot follow " .. path:gsub("%p", "%%%0")
+        .. ": lepoll: set fd %d+: Operation not permitted %(EPERM%)\n$", err)
+    end)
+
+    it("refuses a bad interval with its usage, exiting 2", function()
+      local out, err, how = run("printf '' | " .. example("tail", "0"))
+      assert.are.same({ "", "usage: lua5.4 examples/tail.lua [interval [path]]\n", { nil, "exit", 2 } },
+        { out, err, how })
+    end)
+  end)
+
+  describe("roundtrip", function()
+    it("runs the echo server and its clients in one process, prints what happened and exits 0", function()
+      local out, err, how = run(example("roundtrip"))
+      assert.are.same({ "", EXIT_0 }, { err, how })
+      local port = out:match("^echo server listening on 127%.0%.0%.1:(%d+)\n")
+      assert(port, out)
+      assert.are.same({
+        "echo server listening on 127.0.0.1:" .. port,
+        'client 1: sent "hello, epoll", got "hello, epoll" back',
+        "client 2: sent 4194304 bytes while reading, got every byte back, in order",
+        "client 3: sent 3 lines and shut down its side, got 3 lines back, then the end",
+        "server: 3 clients accepted, 0 connected",
+        "client 4: sent data, read nothing and reset the connection: the server dropped it",
+        "server: 4 clients accepted, 0 connected",
+        "done",
+      }, lines(out))
+    end)
+  end)
+end)
