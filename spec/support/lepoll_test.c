@@ -2,10 +2,14 @@
  * lepoll_test: raw descriptors for the specs (pipes, socketpairs, eventfd,
  * timerfd, signals). Built only for the specs, never installed.
  * Failures return nil, message, errno name, like Lua's io library.
+ * Also: fork and its _exit/waitpid (spec/44-fork_spec.lua), and the control
+ * of the fault-injection library build/spec/libfaults.so when it is
+ * preloaded (spec/support/faults.c, spec/42-faults_spec.lua).
  */
 #define _GNU_SOURCE
 
 #include <dirent.h>
+#include <dlfcn.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
@@ -16,6 +20,7 @@
 #include <sys/socket.h>
 #include <sys/time.h>
 #include <sys/timerfd.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <lauxlib.h>
@@ -342,6 +347,114 @@ static int t_count_allocs(lua_State *L)
 	return 2;
 }
 
+/* fork() → the child's pid in the parent, 0 in the child. The child runs
+ * a copy of this Lua state: it must end with T._exit, never return into
+ * the caller's code (busted's, in the specs). */
+static int t_fork(lua_State *L)
+{
+	pid_t pid = fork();
+
+	if (pid < 0)
+		return fail(L, errno);
+	lua_pushinteger(L, pid);
+	return 1;
+}
+
+/* _exit(code): ends the process at once, without flushing stdio buffers or
+ * closing the Lua state (a forked child's copies belong to its parent). */
+static int t_exit(lua_State *L)
+{
+	_exit((int)luaL_optinteger(L, 1, 0));
+	return 0;
+}
+
+/* waitpid(pid) → "exit", status or "signal", signal number. */
+static int t_waitpid(lua_State *L)
+{
+	int status;
+	pid_t pid = (pid_t)luaL_checkinteger(L, 1);
+
+	while (waitpid(pid, &status, 0) < 0)
+		if (errno != EINTR)
+			return fail(L, errno);
+	if (WIFEXITED(status)) {
+		lua_pushliteral(L, "exit");
+		lua_pushinteger(L, WEXITSTATUS(status));
+	} else {
+		lua_pushliteral(L, "signal");
+		lua_pushinteger(L, WTERMSIG(status));
+	}
+	return 2;
+}
+
+/* ------------------------------------------------ fault injection control */
+
+typedef int (*arm_fn)(const char *, long, int, long, int);
+typedef long (*calls_fn)(const char *);
+
+/* The preloaded library's function `name`, or NULL when it is not there.
+ * ISO C has no conversion from void * to a function pointer: the callers
+ * copy the pointer into one (memcpy). */
+static void *preloaded(const char *name)
+{
+	return dlsym(RTLD_DEFAULT, name);
+}
+
+static int not_preloaded(lua_State *L)
+{
+	lua_pushnil(L);
+	lua_pushliteral(L, "build/spec/libfaults.so is not preloaded (LD_PRELOAD)");
+	lua_pushliteral(L, "ENOENT");
+	return 3;
+}
+
+/* fault(fn, nth [, errname [, count [, after]]]) → true: the nth call of fn
+ * ("epoll_create1", "epoll_ctl", "epoll_wait") from now fails with the
+ * errno named (ENOMEM, ENOSPC, EMFILE, ENFILE, EINTR, EBADF, EEXIST,
+ * ENOENT, EPERM, EINVAL), and so do the calls after it up to count failures
+ * (default 1; -1: all). nth 0 disarms. With after true the kernel makes the
+ * call and only its result is replaced. Restarts fn's call count. */
+static int t_fault(lua_State *L)
+{
+	static const char *const errnames[] = {"ENOMEM", "ENOSPC", "EMFILE", "ENFILE", "EINTR",
+	                                       "EBADF",  "EEXIST", "ENOENT", "EPERM",  "EINVAL",
+	                                       NULL};
+	static const int errs[] = {ENOMEM, ENOSPC, EMFILE, ENFILE, EINTR,
+	                           EBADF,  EEXIST, ENOENT, EPERM,  EINVAL};
+	const char *fn = luaL_checkstring(L, 1);
+	lua_Integer nth = luaL_checkinteger(L, 2);
+	int err = errs[luaL_checkoption(L, 3, "ENOMEM", errnames)];
+	lua_Integer count = luaL_optinteger(L, 4, 1);
+	void *p = preloaded("lepoll_faults_arm");
+	arm_fn arm;
+
+	if (p == NULL)
+		return not_preloaded(L);
+	memcpy(&arm, &p, sizeof arm);
+	if (arm(fn, (long)nth, err, (long)count, lua_toboolean(L, 5)) != 0)
+		return luaL_error(L, "cannot arm a fault on %s (call %I)", fn, (LUAI_UACINT)nth);
+	lua_pushboolean(L, 1);
+	return 1;
+}
+
+/* fault_calls(fn) → calls of fn since fault(fn, ...) last armed it. */
+static int t_fault_calls(lua_State *L)
+{
+	const char *fn = luaL_checkstring(L, 1);
+	void *p = preloaded("lepoll_faults_calls");
+	calls_fn calls;
+	long n;
+
+	if (p == NULL)
+		return not_preloaded(L);
+	memcpy(&calls, &p, sizeof calls);
+	n = calls(fn);
+	if (n < 0)
+		return luaL_error(L, "no fault injection for %s", fn);
+	lua_pushinteger(L, n);
+	return 1;
+}
+
 static const luaL_Reg functions[] = {
 	{"pipe", t_pipe},
 	{"socketpair", t_socketpair},
@@ -364,6 +477,11 @@ static const luaL_Reg functions[] = {
 	{"now", t_now},
 	{"setnofile", t_setnofile},
 	{"count_allocs", t_count_allocs},
+	{"fork", t_fork},
+	{"_exit", t_exit},
+	{"waitpid", t_waitpid},
+	{"fault", t_fault},
+	{"fault_calls", t_fault_calls},
 	{NULL, NULL},
 };
 
