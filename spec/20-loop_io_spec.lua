@@ -538,3 +538,37 @@ describe("lepoll.loop I/O watchers", function()
     assert.are.equal(12010, calls)
   end)
 end)
+
+describe("lepoll.loop I/O watchers on objects", function()
+  H.no_fd_leaks(lazy_setup, lazy_teardown)
+
+  it("keep a handle given only to io alive, so its descriptor stays open", function()
+    local l = new_loop()
+    local got
+    local w = l:io(io.popen("sleep 0.05; echo hi", "r"), "in", function(w, _, flags)
+      got = flags
+      w:stop()
+      w.handle:close()
+    end)
+    collectgarbage()
+    collectgarbage()
+    l:invariant()
+    assert.is_false(l:run())
+    -- The line, and the child's exit if it came first.
+    assert.is_true(got == IN or got == IN | HUP, lepoll.flagnames(got or 0))
+    assert.is_false(w:is_active())
+  end)
+
+  it("name set's own argument when the kernel refuses the flags", function()
+    local l = new_loop()
+    local r = pipe()
+    local w = l:io(r, "in", function() end)
+    assert.are.equal(string.format("bad argument #1 to 'set' (exclusive can only be set when fd %d "
+      .. "is added; remove it first)", r), H.msg_of(function() w:set("in|exclusive") end))
+    w:stop()
+    local w2 = l:io(r, "in|exclusive", function() end)
+    assert.are.equal(string.format("bad argument #1 to 'set' (fd %d was added with exclusive, which "
+      .. "the kernel never modifies; remove it first)", r), H.msg_of(function() w2:set("in") end))
+    w2:stop()
+  end)
+end)

@@ -470,3 +470,29 @@ describe("lepoll.loop tasks", function()
     assert.is_true(rounds_done > 1000)
   end)
 end)
+
+describe("lepoll.loop tasks whose clock fails", function()
+  H.no_fd_leaks(lazy_setup, lazy_teardown)
+
+  it("leave no wait behind when the deadline cannot be computed", function()
+    local broken = false
+    local l = new_loop({ clock = function()
+      if broken then error("clock broke", 0) end
+      return lepoll.now()
+    end })
+    local r = pipe()
+    l:spawn(function()
+      broken = true
+      l:readable(r, 1)
+    end)
+    local ok, err = pcall(l.run, l)
+    broken = false
+    assert.is_false(ok)
+    assert.are.equal("clock broke", err)
+    l:invariant()
+    -- The descriptor is free: nothing waits on it, the set does not watch it.
+    local w = l:io(r, "in", function() end)
+    w:stop()
+    l:invariant()
+  end)
+end)

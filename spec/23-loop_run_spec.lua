@@ -255,7 +255,7 @@ describe("lepoll.loop run", function()
       local timer = l:timer(10, function() end)
       local closed, resumed = 0, false
       local task = l:spawn(function()
-        local guard <close> = setmetatable({}, { __close = function() closed = closed + 1 end })
+        local _ <close> = setmetatable({}, { __close = function() closed = closed + 1 end })
         l:readable(r2)
         resumed = true
       end)
@@ -339,7 +339,7 @@ describe("lepoll.loop run", function()
       local l = loop.new()
       local log = {}
       l:spawn(function()
-        local guard <close> = setmetatable({}, { __close = function() log[#log + 1] = "sleeper closed" end })
+        local _ <close> = setmetatable({}, { __close = function() log[#log + 1] = "sleeper closed" end })
         l:sleep(10)
         log[#log + 1] = "sleeper resumed"
       end)
@@ -358,7 +358,7 @@ describe("lepoll.loop run", function()
       local epfd = l:getfd()
       local thrown = {}
       l:spawn(function()
-        local guard <close> = setmetatable({}, { __close = function() error(thrown) end })
+        local _ <close> = setmetatable({}, { __close = function() error(thrown) end })
         l:sleep(10)
       end)
       assert.is_true(l:run("nowait"))
@@ -401,7 +401,7 @@ describe("lepoll.loop run", function()
         local l = loop.new()
         l:io(r, "in", function() end)
         l:spawn(function()
-          local guard <close> = setmetatable({}, { __close = function() closed = true end })
+          local _ <close> = setmetatable({}, { __close = function() closed = true end })
           l:sleep(10)
         end)
         l:run("nowait")
@@ -450,7 +450,7 @@ describe("lepoll.loop run", function()
         H.msg_of(function() loop.new({ on_error = "print" }) end))
       assert.are.equal("bad argument #1 to 'new' (clock must be a function, got number)",
         H.msg_of(function() loop.new({ clock = 1 }) end))
-      assert.are.equal("bad argument #1 to 'create' (num_file_descrs must be in [1, 2147483647], got 0)",
+      assert.are.equal("bad argument #1 to 'new' (num_file_descrs must be in [1, 2147483647], got 0)",
         H.msg_of(function() loop.new({ num_file_descrs = 0 }) end))
     end)
 
@@ -499,5 +499,16 @@ describe("lepoll.loop run", function()
     assert.are.equal("ok", outer:wait(0))
     assert.are.same({ { l:getfd(), lepoll.IN } }, H.ready(outer))
     outer:remove(l:getfd())
+  end)
+end)
+
+describe("lepoll.loop.new", function()
+  H.no_fd_leaks(lazy_setup, lazy_teardown)
+
+  it("names its own options in errors about the set's sizes", function()
+    assert.are.equal("bad argument #1 to 'new' (max_ready_events: integer expected, got string)",
+      H.msg_of(function() loop.new({ max_ready_events = "x" }) end))
+    assert.are.equal("bad argument #1 to 'new' (max_ready_events must be in [1, 178956970], got 0)",
+      H.msg_of(function() loop.new({ max_ready_events = 0 }) end))
   end)
 end)

@@ -23,17 +23,12 @@ local co_create, co_resume, co_yield = coroutine.create, coroutine.resume, corou
 local co_status, co_running, co_close = coroutine.status, coroutine.running, coroutine.close
 local xpcall, pcall, error, type, select, next = xpcall, pcall, error, type, select, next
 local pairs, ipairs, setmetatable, getmetatable = pairs, ipairs, setmetatable, getmetatable
-local tostring, tonumber, rawequal = tostring, tonumber, rawequal
-local floor, huge = math.floor, math.huge
-local format, find, sub = string.format, string.find, string.sub
+local tostring, rawequal = tostring, rawequal
+local floor = math.floor
+local format, sub = string.format, string.sub
 local traceback, getinfo = debug.traceback, debug.getinfo
+-- luacheck: read globals unpack (the fallback: Lua 5.1's and LuaJIT's)
 local unpack = table.unpack or unpack ---@diagnostic disable-line: deprecated
-
--- Integral numbers as integers (Lua 5.3+), or themselves (5.1, LuaJIT).
-local tointeger = math.tointeger or function(x)
-  if x == floor(x) and x > -huge and x < huge then return x end
-  return nil
-end
 
 local IN, OUT = lepoll.IN, lepoll.OUT
 local INOUT = toflags("in|out")
@@ -81,9 +76,14 @@ local function do_create(num_fds, max_ready)
 end
 
 -- ep:set(fd, flags) with lepoll's errors raised at `level`.
-local function kernel_set(ep, fd, flags, level)
+-- ep:set(fd, flags); a refusal of the flags (exclusive) is given as
+-- argument n of `name`, the caller's own function.
+local function kernel_set(ep, fd, flags, level, n, name)
   local ok, err = pcall(do_set, ep, fd, flags)
-  if not ok then raise(err, level + 1) end
+  if ok then return end
+  local msg = n and type(err) == "string" and err:match("bad argument #2 to 'set' %((.*)%)$")
+  if msg then error(format("bad argument #%d to '%s' (%s)", n, name, msg), level + 1) end
+  raise(err, level + 1)
 end
 
 local function callable(f)
@@ -291,7 +291,7 @@ end
 -- Stops task's wait on its descriptor: the slot, then the kernel's set.
 local function release_fd(self, task)
   local fd, reading = task.wait_fd, task.wait_dir == "r"
-  task.wait_fd = nil
+  task.wait_fd, task.wait_obj = nil, nil
   local ep = self.ep
   local other
   if reading then
@@ -339,19 +339,23 @@ local function this_task(self, name, level)
   return task
 end
 
-local function task_timer_start(self, task, span)
+local function task_timer_start(self, task, deadline)
   local t = task.timer
   if not t then
     t = { task = task }
     task.timer = t
   end
-  heap_push(self, t, self.clock() + span)
+  heap_push(self, t, deadline)
 end
 
-local function wait_fd(self, fd, timeout, reading, name)
+local function wait_fd(self, obj, timeout, reading, name)
   local task = this_task(self, name, 3)
-  fd = resolve(self, fd, 1, name, 3)
-  if timeout ~= nil then timeout = check_seconds(timeout, 2, name, "timeout (seconds)", 3) end
+  local fd = resolve(self, obj, 1, name, 3)
+  local deadline
+  if timeout ~= nil then
+    -- Before the kernel call: a clock that fails must leave nothing behind.
+    deadline = self.clock() + check_seconds(timeout, 2, name, "timeout (seconds)", 3)
+  end
   if self.watchers[fd] then
     error(format("fd %d has an I/O watcher: a task cannot wait on it", fd), 3)
   end
@@ -363,7 +367,8 @@ local function wait_fd(self, fd, timeout, reading, name)
   kernel_set(self.ep, fd, others[fd] and INOUT or (reading and IN or OUT), 3)
   mine[fd] = task
   task.wait_fd, task.wait_dir, task.round = fd, reading and "r" or "w", self.round
-  if timeout then task_timer_start(self, task, timeout) end
+  task.wait_obj = obj -- keeps a handle or socket (and so its fd) alive
+  if deadline then task_timer_start(self, task, deadline) end
   task.state = "waiting"
   return co_yield(TOKEN)
 end
@@ -407,7 +412,7 @@ end
 -- period in the past, to the last tick not after now (missed ticks skipped).
 local function next_deadline(deadline, every, now)
   local nd = deadline + every
-  if now - nd > every then nd = nd + every * floor((now - nd) / every) end
+  if now - nd >= every then nd = nd + every * floor((now - nd) / every) end
   return nd
 end
 
@@ -513,7 +518,16 @@ function M.new(opts)
     argerror(1, "new", "clock must be a function, got " .. type(now), 2)
   end
   local ok, ep = pcall(do_create, opts.num_file_descrs, opts.max_ready_events)
-  if not ok then raise(ep, 2) end
+  if not ok then
+    local n, msg
+    if type(ep) == "string" then n, msg = ep:match("bad argument #(%d) to 'create' %((.*)%)$") end
+    if n then
+      local option = n == "1" and "num_file_descrs" or "max_ready_events"
+      if msg:sub(1, #option) ~= option then msg = option .. ": " .. msg end
+      argerror(1, "new", msg, 2)
+    end
+    raise(ep, 2)
+  end
   local self = setmetatable({
     ep = ep,
     on_error = on_error or false,
@@ -550,18 +564,21 @@ function M.new(opts)
   return self
 end
 
-function Loop:io(fd, flags, callback)
+function Loop:io(obj, flags, callback)
   check_open(self, 2)
-  fd = resolve(self, fd, 1, "io", 2)
+  local fd = resolve(self, obj, 1, "io", 2)
   flags = check_flags(flags, 2, "io", 2)
   if not callable(callback) then
     argerror(3, "io", "function expected, got " .. (callback == nil and "no value" or type(callback)), 2)
   end
   check_free(self, fd, 2)
-  kernel_set(self.ep, fd, flags, 2)
+  kernel_set(self.ep, fd, flags, 2, 2, "io")
   local w = setmetatable({
     kind = "io", loop = self, fd = fd, flags = flags, callback = callback,
     active = true, round = self.round,
+    -- A handle or socket given as the descriptor: while the watcher lives,
+    -- the collector must not close its fd.
+    handle = type(obj) ~= "number" and obj or nil,
   }, Watcher)
   self.watchers[fd] = w
   self.nwatchers = self.nwatchers + 1
@@ -626,7 +643,7 @@ end
 function Loop:sleep(seconds)
   local task = this_task(self, "sleep", 2)
   seconds = check_seconds(seconds, 1, "sleep", "seconds", 2)
-  task_timer_start(self, task, seconds)
+  task_timer_start(self, task, self.clock() + seconds)
   task.state = "waiting"
   local ok = co_yield(TOKEN)
   return ok
@@ -806,7 +823,7 @@ function Watcher:set(flags)
   local l = self.loop
   check_open(l, 2)
   flags = check_flags(flags, 1, "set", 2)
-  if self.active then kernel_set(l.ep, self.fd, flags, 2) end
+  if self.active then kernel_set(l.ep, self.fd, flags, 2, 1, "set") end
   self.flags = flags
 end
 
