@@ -646,7 +646,6 @@ describe("tofd", function()
   H.no_fd_leaks(lazy_setup, lazy_teardown)
 
   it("gives the integer that set, remove and find use, from every form", function()
-    local socket = require "socket"
     local r, w = T.pipe()
     local ep = lepoll.create(64)
     local u = assert(socket.udp())

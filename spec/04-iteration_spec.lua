@@ -230,7 +230,7 @@ describe("iterating over the watched table", function()
     end)
 
     it("may call find and iter", function()
-      local ep, expected, done = populated()
+      local ep, _, done = populated()
       finally(done)
       local found, inner = {}, 0
       ep:iter(function(fd, flags)
@@ -255,7 +255,7 @@ describe("iterating over the watched table", function()
     end)
 
     it("may close the set, which ends fold with the last accumulator", function()
-      local ep, expected, done = populated()
+      local ep, _, done = populated()
       finally(done)
       local result = ep:fold(0, function(_, _, n)
         if n == 1 then ep:close() end

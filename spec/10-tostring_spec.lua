@@ -103,7 +103,7 @@ describe("tostring(set)", function()
 
   it("renders the events of the last wait in the kernel's order", function()
     local ep = new_set(1024)
-    local a, b = socketpair()
+    local a = socketpair()
     local r1, w1 = pipe()
     local r2, w2 = pipe()
     local r3, w3 = assert(T.pipe())
@@ -153,11 +153,9 @@ describe("tostring(set)", function()
 
   it("uses the names of lepoll.flagnames", function()
     local ep = new_set(1024)
-    local fds = {}
     local specs = { "in", "out", "in|out", "pri|rdhup", "in|et|oneshot", "err|hup", 0 }
-    for i, spec in ipairs(specs) do
+    for _, spec in ipairs(specs) do
       local r = pipe()
-      fds[i] = r
       ep:set(r, spec)
     end
     local t = load_back(tostring(ep))

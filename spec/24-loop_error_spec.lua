@@ -171,7 +171,7 @@ describe("lepoll.loop errors", function()
       local r, w = pipe()
       local line, closed = nil, false
       local function body(fd)
-        local guard <close> = setmetatable({}, { __close = function() closed = true end })
+        local _ <close> = setmetatable({}, { __close = function() closed = true end })
         l:readable(fd)
         line = debug.getinfo(1, "l").currentline + 1
         error("task failed")

@@ -45,6 +45,7 @@ describe("make install", function()
     -- directories are ones its default paths name under /usr/local.
     ok, out = sh([[lua5.4 -e 'print(package.cpath:find("/usr/local/lib/lua/5.4/?.so", 1, true) ~= nil,
       package.path:find("/usr/local/share/lua/5.4/?.lua", 1, true) ~= nil)']])
+    assert(ok, out)
     assert.are.equal("true\ttrue\n", out)
     ok, out = sh("LUA_CPATH='" .. root .. "/usr/local/lib/lua/5.4/?.so' LUA_PATH='" .. root
       .. "/usr/local/share/lua/5.4/?.lua' lua5.4 -e 'local l = require \"lepoll\" "
@@ -66,6 +67,7 @@ describe("make install", function()
     assert.are.equal(cmod .. lmod, out)
     -- And the plain layout where pkg-config's is not searched.
     ok, out = sh("tools/lua-moddir cmod /opt/lepoll && tools/lua-moddir lmod /opt/lepoll")
+    assert(ok, out)
     assert.are.equal("/opt/lepoll/lib/lua/5.4\n/opt/lepoll/share/lua/5.4\n", out)
   end)
 end)

@@ -38,9 +38,9 @@ static int syserror(lua_State *L, const char *op, int fd, int err)
 	char unknown[32];
 
 	if (strerror_r(err, text, sizeof text) != 0)
-		snprintf(text, sizeof text, "Unknown error %d", err);
+		(void)snprintf(text, sizeof text, "Unknown error %d", err);
 	if (name == NULL) {
-		snprintf(unknown, sizeof unknown, "errno %d", err);
+		(void)snprintf(unknown, sizeof unknown, "errno %d", err);
 		name = unknown;
 	}
 	if (fd >= 0)
@@ -113,7 +113,6 @@ static lua_Integer object_to_fd(lua_State *L, int idx, const lep_set *s)
 {
 	static const char *const methods[] = {"getfd", "pollfd", "fileno"};
 	luaL_Stream *stream;
-	size_t i;
 	int top = lua_gettop(L);
 
 	if (lua_type(L, idx) == LUA_TNUMBER)
@@ -127,6 +126,8 @@ static lua_Integer object_to_fd(lua_State *L, int idx, const lep_set *s)
 	}
 	if (lua_type(L, idx) == LUA_TTABLE ||
 	    (lua_type(L, idx) == LUA_TUSERDATA && luaL_getmetafield(L, idx, "__index") != LUA_TNIL)) {
+		size_t i;
+
 		lua_settop(L, top);
 		for (i = 0; i < sizeof methods / sizeof methods[0]; i++) {
 			int t = lua_getfield(L, idx, methods[i]);
@@ -321,7 +322,7 @@ static int l_create(lua_State *L)
 	lep_init(s, alloc, ud);
 	lua_pushvalue(L, UV_SETMT);
 	lua_setmetatable(L, -2);
-	*(lep_set **)lua_newuserdatauv(L, sizeof s, 0) = s;
+	*(lep_set **)lua_newuserdatauv(L, sizeof(lep_set *), 0) = s;
 	luaL_setmetatable(L, GUARD_MT);
 	lua_setiuservalue(L, -2, 1);
 	err = lep_open(s, num_fds, max_ready);
@@ -582,11 +583,12 @@ static int m_iter_ready(lua_State *L)
 static int m_fold_ready(lua_State *L)
 {
 	lep_set *s = checkset(L);
-	int i;
 
 	checkcallable(L, 3);
 	lua_settop(L, 3);
 	if (s->nready > 0) {
+		int i;
+
 		enter_ready(L, s);
 		for (i = 0; i < s->nready; i++) {
 			lua_pushvalue(L, 3);
@@ -652,7 +654,7 @@ static void add_flags_entry(luaL_Buffer *b, int first, int fd, uint32_t flags)
 	char names[LEP_FLAGNAMES_MAX];
 
 	lep_flagnames(flags, names, sizeof names);
-	snprintf(buf, sizeof buf, "%s[%d]=\"%s\"", first ? "" : ", ", fd, names);
+	(void)snprintf(buf, sizeof buf, "%s[%d]=\"%s\"", first ? "" : ", ", fd, names);
 	luaL_addstring(b, buf);
 }
 
@@ -668,8 +670,9 @@ static int m_tostring(lua_State *L)
 		return 1;
 	}
 	luaL_buffinit(L, &b);
-	snprintf(head, sizeof head, "epoll{fd=%d, num_file_descrs=%d, max_ready_events=%d, flags_by_fd={",
-	         s->epfd, s->num_fds, s->max_ready);
+	(void)snprintf(head, sizeof head,
+	               "epoll{fd=%d, num_file_descrs=%d, max_ready_events=%d, flags_by_fd={",
+	               s->epfd, s->num_fds, s->max_ready);
 	luaL_addstring(&b, head);
 	for (fd = lep_next(s, 0); fd >= 0; fd = lep_next(s, fd + 1), first = 0)
 		add_flags_entry(&b, first, fd, s->table[fd].flags);
