@@ -122,7 +122,7 @@ $(TSAN_DIR)/liblepoll.a: $(TSAN_OBJ)
 	rm -f $@
 	ar rcs $@ $(TSAN_OBJ)
 
-$(TSAN_DIR)/threads_host: test/c/threads_host.c src/lepoll.h $(TSAN_DIR)/liblepoll.a | deps
+$(TSAN_DIR)/threads_host: test/c/threads_host.c test/c/fds.h src/lepoll.h $(TSAN_DIR)/liblepoll.a | deps
 	$(CC) -std=c99 $(WARN) $(CFLAGS) $(TSAN_CFLAGS) $(LUA_CFLAGS) -Isrc -pthread -o $@ $< \
 	      $(TSAN_DIR)/liblepoll.a $(LUA_LIBS)
 
@@ -143,7 +143,7 @@ VALGRIND_FLAGS := -q --error-exitcode=99 --leak-check=full --errors-for-leak-kin
 deps-valgrind: deps
 	@tools/ensure-deps valgrind
 
-$(BUILD)/close_host: test/c/close_host.c src/lepoll.h $(BUILD)/liblepoll.a | deps-valgrind
+$(BUILD)/close_host: test/c/close_host.c test/c/fds.h src/lepoll.h $(BUILD)/liblepoll.a | deps-valgrind
 	$(CC) -std=c99 $(WARN) $(CFLAGS) -g $(LUA_CFLAGS) -Isrc -o $@ $< $(BUILD)/liblepoll.a $(LUA_LIBS)
 
 test-close: $(BUILD)/close_host | deps-valgrind

@@ -455,17 +455,7 @@ describe("lepoll.loop tasks", function()
         if not l:run("once") then bad = bad + 1 end
       end
     end
-    rounds(2000)
-    collectgarbage()
-    collectgarbage()
-    collectgarbage("stop")
-    pcall(rounds, 10)
-    local before = collectgarbage("count")
-    local ok, err = pcall(rounds, 10000)
-    local after = collectgarbage("count")
-    collectgarbage("restart")
-    assert(ok, err)
-    assert.are.equal(0, after - before)
+    assert.are.equal(0, H.alloc_growth(rounds, 2000, 10000))
     assert.are.equal(0, bad)
     assert.is_true(rounds_done > 1000)
   end)

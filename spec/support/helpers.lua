@@ -165,4 +165,20 @@ function H.cleanups(finally)
   return C
 end
 
+-- Kilobytes the collector counts while run(n) runs, after run(warm) and a
+-- full collection, with the collector stopped so that any allocation shows.
+function H.alloc_growth(run, warm, n)
+  run(warm)
+  collectgarbage()
+  collectgarbage()
+  collectgarbage("stop")
+  pcall(run, 10) -- the collection freed spare stack space: take it back first
+  local before = collectgarbage("count")
+  local ok, err = pcall(run, n)
+  local after = collectgarbage("count")
+  collectgarbage("restart")
+  assert(ok, err)
+  return after - before
+end
+
 return H

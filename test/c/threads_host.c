@@ -35,6 +35,7 @@
 #include <lua.h>
 #include <lualib.h>
 
+#include "fds.h"
 #include "lepoll.h"
 
 #define MAX_THREADS 64
@@ -532,32 +533,6 @@ static void *worker_main(void *arg)
 	while (w->nfds > 0)
 		close(w->fds[--w->nfds]);
 	return NULL;
-}
-
-/* Open descriptors of the process, and how many are epoll sets. */
-static int count_fds(int *epolls)
-{
-	DIR *d = opendir("/proc/self/fd");
-	struct dirent *e;
-	char target[64];
-	int n = 0;
-
-	*epolls = 0;
-	if (d == NULL)
-		return -1;
-	while ((e = readdir(d)) != NULL) {
-		ssize_t len;
-		if (e->d_name[0] == '.' || atoi(e->d_name) == dirfd(d))
-			continue;
-		n++;
-		len = readlinkat(dirfd(d), e->d_name, target, sizeof target - 1);
-		if (len > 0) {
-			target[len] = '\0';
-			*epolls += strcmp(target, "anon_inode:[eventpoll]") == 0;
-		}
-	}
-	closedir(d);
-	return n;
 }
 
 static int passed, failed;
