@@ -11,7 +11,7 @@
 
 # The Lua files the specs and the examples are, and the C files analysed.
 LINT_C   := $(SRC)
-LINT_LUA := lua spec examples
+LINT_LUA := lua spec examples bench
 
 # busted as a script of this Lua, so that it runs in this process (with the
 # sanitizer runtime or under valgrind) instead of starting $(LUA) again.

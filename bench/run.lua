@@ -1,0 +1,632 @@
+-- bench/run.lua: lepoll's benchmarks (issue 5), run by make bench and
+-- make bench-smoke (mk/bench.mk).
+--   lua5.4 bench/run.lua [--rounds R] [--budget-ms MS] [--out FILE] [--smoke]
+-- Every contender of a benchmark runs in this one process, in rounds; in
+-- each round every contender runs for MS milliseconds (its loop checks the
+-- clock every 16 waits), in an order rotated from round to round. Reported:
+-- the median over the rounds, and its ratio to raw C's median in this run.
+-- Raw C is build/bench/benchc.so (bench/benchc.c), timed in C.
+local B = require "benchc"
+local lepoll = require "lepoll"
+
+local opt = { rounds = 7, budget_ms = 40, out = nil, smoke = false }
+do
+	local i = 1
+	while arg[i] do
+		local a = arg[i]
+		if a == "--smoke" then opt.smoke = true
+		elseif a == "--rounds" then i = i + 1; opt.rounds = assert(tonumber(arg[i]), "--rounds N")
+		elseif a == "--budget-ms" then i = i + 1; opt.budget_ms = assert(tonumber(arg[i]), "--budget-ms MS")
+		elseif a == "--out" then i = i + 1; opt.out = arg[i]
+		else error("unknown argument " .. a) end
+		i = i + 1
+	end
+end
+local SMOKE = opt.smoke
+local ROUNDS = SMOKE and 1 or math.max(1, math.floor(opt.rounds))
+local BUDGET = math.floor((SMOKE and 2 or opt.budget_ms) * 1e6) -- ns per contender per round
+local NOLIMIT = math.maxinteger
+
+local NOFILE = B.raise_nofile()
+local IN = lepoll.IN
+local now = B.now_ns
+
+-- The peers: each may be missing; then it is shown as unavailable.
+local peers = {}
+for _, name in ipairs { "luv", "cqueues", "socket" } do
+	local ok, mod = pcall(require, name)
+	peers[name] = ok and mod or nil
+	if not ok then io.stderr:write("bench: ", name, " unavailable under ", _VERSION, ": ", tostring(mod), "\n") end
+end
+local uv, cqueues, socket = peers.luv, peers.cqueues, peers.socket
+
+local function median(t)
+	local s = {}
+	for i = 1, #t do s[i] = t[i] end
+	table.sort(s)
+	local n = #s
+	if n == 0 then return nil end
+	if n % 2 == 1 then return s[(n + 1) // 2] end
+	return (s[n // 2] + s[n // 2 + 1]) / 2
+end
+
+-- ---------------------------------------------------------------- fixtures
+
+-- n loopback TCP pairs made with LuaSocket; the first `ready` accepted ends
+-- get one unread byte. socket.select needs descriptors below FD_SETSIZE
+-- (1024), so these are made first, while descriptor numbers are low.
+local function tcp_pairs(n, ready)
+	local server = assert(socket.bind("127.0.0.1", 0))
+	local host, port = server:getsockname()
+	local accepted, clients = {}, {}
+	for i = 1, n do
+		local c = assert(socket.tcp())
+		assert(c:connect(host, port))
+		local a = assert(server:accept())
+		if i <= ready then assert(c:send("x")) end
+		accepted[i], clients[i] = a, c
+	end
+	server:close()
+	-- wait until the bytes have arrived
+	local deadline = now() + 2e9
+	repeat
+		local r = socket.select(accepted, nil, 0)
+	until #r >= ready or now() > deadline
+	return { recvt = accepted, clients = clients }
+end
+
+local select_fx = {}
+local SELECT_MAX = 256 -- the largest set socket.select is asked to watch here
+if socket then
+	-- the dispatch and memory sizes, then the scaling ones: 336 pairs, 672
+	-- descriptors, all below 1024
+	select_fx.dispatch = {}
+	select_fx.scaling = {}
+	for _, n in ipairs(SMOKE and { 8 } or { 64 }) do select_fx.dispatch[n] = tcp_pairs(n, n) end
+	for _, n in ipairs(SMOKE and { 4, 16 } or { 16, SELECT_MAX }) do select_fx.scaling[n] = tcp_pairs(n, 1) end
+end
+
+-- ------------------------------------------------------------- contenders
+-- A contender: make(fds, maxev, fx) -> { run = function(budget, maxwaits)
+-- -> elapsed_ns, waits, events end, close = function() end } or nil, why.
+
+local contenders = {}
+
+contenders[#contenders + 1] = { name = "raw C (epoll_wait)", c = true, make = function(fds, maxev)
+	return {
+		run = function(budget)
+			return B.raw_wait(fds, maxev, budget)
+		end,
+		close = function() end,
+	}
+end }
+
+contenders[#contenders + 1] = { name = "lepoll iter_ready", make = function(fds, maxev)
+	local ep = lepoll.create(NOFILE, maxev)
+	for i = 1, #fds do ep:set(fds[i], IN) end
+	local n = 0
+	local function cb(_fd, _flags) n = n + 1 end
+	return {
+		run = function(budget, maxwaits)
+			n = 0
+			local t0, waits = now(), 0
+			local t
+			repeat
+				for _ = 1, 16 do
+					ep:wait(0)
+					ep:iter_ready(cb)
+				end
+				waits = waits + 16
+				t = now()
+			until t - t0 >= budget or waits >= maxwaits
+			return t - t0, waits, n
+		end,
+		close = function() ep:close() end,
+	}
+end }
+
+contenders[#contenders + 1] = { name = "lepoll fold_ready", make = function(fds, maxev)
+	local ep = lepoll.create(NOFILE, maxev)
+	for i = 1, #fds do ep:set(fds[i], IN) end
+	local function cb(acc, _fd, _flags) return acc + 1 end
+	return {
+		run = function(budget, maxwaits)
+			local n = 0
+			local t0, waits = now(), 0
+			local t
+			repeat
+				for _ = 1, 16 do
+					ep:wait(0)
+					n = ep:fold_ready(n, cb)
+				end
+				waits = waits + 16
+				t = now()
+			until t - t0 >= budget or waits >= maxwaits
+			return t - t0, waits, n
+		end,
+		close = function() ep:close() end,
+	}
+end }
+
+contenders[#contenders + 1] = { name = "luv poll + run(\"nowait\")", cap = true, make = function(fds)
+	if not uv then return nil, "luv not loadable" end
+	local n = 0
+	local function cb(_err, _events) n = n + 1 end
+	local handles = {}
+	for i = 1, #fds do
+		local h = assert(uv.new_poll(fds[i]))
+		h:start("r", cb)
+		handles[i] = h
+	end
+	local run = uv.run
+	return {
+		run = function(budget, maxwaits)
+			n = 0
+			local t0, waits = now(), 0
+			local t
+			repeat
+				for _ = 1, 16 do run("nowait") end
+				waits = waits + 16
+				t = now()
+			until t - t0 >= budget or waits >= maxwaits
+			return t - t0, waits, n
+		end,
+		close = function()
+			for i = 1, #handles do handles[i]:stop(); handles[i]:close() end
+			uv.run("nowait")
+		end,
+	}
+end }
+
+-- cqueues takes at most 32 events from the kernel per step (its kpoll
+-- buffer), so a step dispatches at most 32 ready coroutines.
+contenders[#contenders + 1] = { name = "cqueues (coroutine per fd)", cap = 32, make = function(fds)
+	if not cqueues then return nil, "cqueues not loadable" end
+	local cq = cqueues.new()
+	local n = 0
+	local poll = cqueues.poll
+	for i = 1, #fds do
+		local fd = fds[i]
+		local o = { pollfd = function() return fd end, events = function() return "r" end }
+		cq:wrap(function()
+			while true do
+				poll(o)
+				n = n + 1
+			end
+		end)
+	end
+	return {
+		run = function(budget, maxwaits)
+			n = 0
+			local t0, waits = now(), 0
+			local t
+			repeat
+				for _ = 1, 16 do assert(cq:step(0)) end
+				waits = waits + 16
+				t = now()
+			until t - t0 >= budget or waits >= maxwaits
+			return t - t0, waits, n
+		end,
+		close = function() cq = nil; collectgarbage() end,
+	}
+end }
+
+contenders[#contenders + 1] = { name = "socket.select (TCP sockets)", make = function(fds, _maxev, fx)
+	if not socket then return nil, "socket not loadable" end
+	if not fx then
+		return nil, #fds > 1023 and "n/a: FD_SETSIZE 1024" or "n/a: no descriptors below FD_SETSIZE left"
+	end
+	local recvt, sel = fx.recvt, socket.select
+	local n = 0
+	local function cb(_sock) n = n + 1 end
+	return {
+		run = function(budget, maxwaits)
+			n = 0
+			local t0, waits = now(), 0
+			local t
+			repeat
+				for _ = 1, 16 do
+					local r = sel(recvt, nil, 0)
+					for i = 1, #r do cb(r[i]) end
+				end
+				waits = waits + 16
+				t = now()
+			until t - t0 >= budget or waits >= maxwaits
+			return t - t0, waits, n
+		end,
+		close = function() end,
+	}
+end }
+
+-- Runs every contender on one fixture: rounds, interleaved, rotated.
+-- per(elapsed, waits, events) gives the reported number; expect(waits,
+-- events) checks the events seen. -> { [name] = {median=, min=, max=} or {na=why} }
+local function compare(fds, maxev, fx, per, expect)
+	local live, out = {}, {}
+	for _, c in ipairs(contenders) do
+		local inst, why = c.make(fds, maxev, fx)
+		if inst then
+			live[#live + 1] = { c = c, inst = inst, samples = {} }
+		else
+			out[c.name] = { na = why }
+		end
+	end
+	local ok, err = pcall(function()
+		for _, l in ipairs(live) do -- warm-up, and the events check
+			local _, waits, events = l.inst.run(BUDGET // 4, NOLIMIT)
+			local good, why = expect(waits, events, l.c.cap)
+			if not good then error(l.c.name .. ": " .. why, 0) end
+		end
+		for r = 1, ROUNDS do
+			for k = 0, #live - 1 do
+				local l = live[(k + r - 1) % #live + 1]
+				local elapsed, waits, events = l.inst.run(BUDGET, NOLIMIT)
+				local good, why = expect(waits, events, l.c.cap)
+				if not good then error(l.c.name .. ": " .. why, 0) end
+				l.samples[#l.samples + 1] = per(elapsed, waits, events)
+				l.epw = events / waits
+			end
+		end
+	end)
+	for _, l in ipairs(live) do l.inst.close() end
+	if not ok then error(err, 0) end
+	for _, l in ipairs(live) do
+		table.sort(l.samples)
+		out[l.c.name] = { median = median(l.samples), min = l.samples[1], max = l.samples[#l.samples], epw = l.epw }
+	end
+	return out
+end
+
+-- ------------------------------------------------------------- benchmarks
+
+local results = {}
+
+local function bench_dispatch()
+	local sizes = SMOKE and { 8 } or { 64, 1024 }
+	results.dispatch = { sizes = sizes }
+	for _, n in ipairs(sizes) do
+		local r, w = B.pipes(n)
+		local fx = select_fx.dispatch and select_fx.dispatch[n]
+		local ok, res = pcall(compare, r, n, fx,
+			function(elapsed, _, events) return elapsed / events end,
+			function(waits, events, cap)
+				-- cqueues resumes a coroutine one step after its poll: one step's worth more or less
+				-- peers batch their own way (cqueues: at most 32 per step;
+				-- libuv: up to 48 epoll_waits per run("nowait") while the
+				-- event buffer fills): only lepoll, raw C and select are exact
+				if cap then
+					if events < waits then return false, ("%d events in %d waits"):format(events, waits) end
+				elseif math.abs(events - waits * n) > n then
+					return false, ("%d events in %d waits, expected %d each"):format(events, waits, n)
+				end
+				return true
+			end)
+		B.close(r); B.close(w)
+		if not ok then error(res, 0) end
+		results.dispatch[n] = res
+		print(("dispatch N=%d done"):format(n))
+	end
+end
+
+local function bench_scaling()
+	local sizes = SMOKE and { 4, 16 } or { 16, 256, 4096, 16384 }
+	results.scaling = { sizes = sizes }
+	for _, n in ipairs(sizes) do
+		local fds = B.eventfds(n, 1)
+		local fx = select_fx.scaling and select_fx.scaling[n]
+		local ok, res = pcall(compare, fds, 64, fx,
+			function(elapsed, waits) return elapsed / waits end,
+			function(waits, events)
+				if math.abs(events - waits) > 1 then
+					return false, ("%d events in %d waits, expected 1 each"):format(events, waits)
+				end
+				return true
+			end)
+		B.close(fds)
+		if not ok then error(res, 0) end
+		results.scaling[n] = res
+		print(("scaling N=%d done"):format(n))
+	end
+end
+
+-- Churn: ADD, MOD (same flags) and DEL of n descriptors, phase by phase.
+local function bench_churn()
+	local n = SMOKE and 8 or 256
+	local fds = B.eventfds(n, 0)
+	local function lepoll_churn(flags)
+		return function(budget)
+			local ep = lepoll.create(NOFILE, 64)
+			local ta, tm, td, ops = 0, 0, 0, 0
+			local start = now()
+			local t3
+			repeat
+				local t0 = now()
+				for i = 1, n do ep:set(fds[i], flags) end
+				local t1 = now()
+				for i = 1, n do ep:set(fds[i], flags) end
+				local t2 = now()
+				for i = 1, n do ep:remove(fds[i]) end
+				t3 = now()
+				ta, tm, td, ops = ta + (t1 - t0), tm + (t2 - t1), td + (t3 - t2), ops + n
+			until t3 - start >= budget
+			ep:close()
+			return ta, tm, td, ops
+		end
+	end
+	local cs = {
+		{ name = "raw C (epoll_ctl)", run = function(budget) return B.raw_churn(fds, budget) end },
+		{ name = "lepoll set/remove (flags lepoll.IN)", run = lepoll_churn(IN) },
+		{ name = "lepoll set/remove (flags \"in\")", run = lepoll_churn("in") },
+	}
+	for _, c in ipairs(cs) do c.add, c.mod, c.del = {}, {}, {}; c.run(BUDGET // 4) end
+	for r = 1, ROUNDS do
+		for k = 0, #cs - 1 do
+			local c = cs[(k + r - 1) % #cs + 1]
+			local ta, tm, td, ops = c.run(BUDGET)
+			assert(ops > 0, c.name .. ": no operations")
+			c.add[#c.add + 1], c.mod[#c.mod + 1], c.del[#c.del + 1] = ta / ops, tm / ops, td / ops
+		end
+	end
+	B.close(fds)
+	results.churn = { n = n, list = {} }
+	for _, c in ipairs(cs) do
+		results.churn.list[#results.churn.list + 1] =
+			{ name = c.name, add = median(c.add), mod = median(c.mod), del = median(c.del) }
+	end
+	print("churn done")
+end
+
+-- Memory: Lua heap growth per wait+dispatch, the collector stopped, after
+-- a warm-up; N = 64 ready (8 when smoke).
+local function bench_memory()
+	local n = SMOKE and 8 or 64
+	local waits = SMOKE and 160 or 4000
+	local r, w = B.pipes(n)
+	local fx = select_fx.dispatch and select_fx.dispatch[n]
+	results.memory = { n = n, waits = waits, list = {} }
+	for _, c in ipairs(contenders) do
+		local row = { name = c.name }
+		if c.c then
+			row.na = "C: no Lua heap"
+		else
+			local inst, why = c.make(r, n, fx)
+			if not inst then
+				row.na = why
+			else
+				inst.run(NOLIMIT, waits) -- warm-up
+				collectgarbage("collect")
+				collectgarbage("stop")
+				local before = collectgarbage("count")
+				local _, done, events = inst.run(NOLIMIT, waits)
+				local after = collectgarbage("count")
+				collectgarbage("restart")
+				inst.close()
+				assert(events >= done and (c.cap or math.abs(events - done * n) <= n),
+					("%s: %d events in %d waits, expected %d each"):format(c.name, events, done, n))
+				row.bytes_per_event = (after - before) * 1024 / events
+				row.bytes = (after - before) * 1024 / done
+			end
+		end
+		results.memory.list[#results.memory.list + 1] = row
+	end
+	B.close(r); B.close(w)
+	print("memory done")
+end
+
+local benches = {
+	{ "dispatch", bench_dispatch },
+	{ "scaling", bench_scaling },
+	{ "churn", bench_churn },
+	{ "memory", bench_memory },
+}
+local passed, failed = 0, 0
+local t_start = now()
+for _, b in ipairs(benches) do
+	local ok, err = xpcall(b[2], debug.traceback)
+	if ok then
+		passed = passed + 1
+		print(("bench %s: ok"):format(b[1]))
+	else
+		failed = failed + 1
+		print(("bench %s: FAILED: %s"):format(b[1], err))
+	end
+end
+
+-- ---------------------------------------------------------------- report
+
+local function sh(cmd)
+	local f = io.popen(cmd .. " 2>/dev/null")
+	if not f then return "?" end
+	local s = f:read("a") or ""
+	f:close()
+	s = s:gsub("%s+$", "")
+	return s ~= "" and s or "?"
+end
+
+local function fmt(x)
+	if x == nil then return "—" end
+	if x >= 100 then return ("%.0f"):format(x) end
+	return ("%.1f"):format(x)
+end
+
+local RAW = "raw C (epoll_wait)"
+
+local function table_for(section, unit)
+	local sizes = section.sizes
+	local L = {}
+	local head, sep = { "contender" }, { "---" }
+	for _, n in ipairs(sizes) do
+		head[#head + 1] = ("N=%d %s (min–max)"):format(n, unit)
+		head[#head + 1] = "× raw C"
+		sep[#sep + 1] = "--:"
+		sep[#sep + 1] = "--:"
+	end
+	L[#L + 1] = "| " .. table.concat(head, " | ") .. " |"
+	L[#L + 1] = "|" .. table.concat(sep, "|") .. "|"
+	for _, c in ipairs(contenders) do
+		local row = { c.name }
+		for _, n in ipairs(sizes) do
+			local e, raw = section[n] and section[n][c.name], section[n] and section[n][RAW]
+			if e == nil then
+				row[#row + 1], row[#row + 1] = "—", "—"
+			elseif e.na then
+				row[#row + 1], row[#row + 1] = e.na, "—"
+			else
+				row[#row + 1] = ("%s (%s–%s)"):format(fmt(e.median), fmt(e.min), fmt(e.max))
+				row[#row + 1] = raw and raw.median and ("%.2f"):format(e.median / raw.median) or "—"
+			end
+		end
+		L[#L + 1] = "| " .. table.concat(row, " | ") .. " |"
+	end
+	return table.concat(L, "\n")
+end
+
+local function get(section, n, name)
+	local e = results[section] and results[section][n] and results[section][n][name]
+	return e and e.median
+end
+
+local function verdict(value, limit, ge)
+	if value == nil then return "not measured" end
+	local met = ge and value >= limit or (not ge and value <= limit)
+	if met then return ("met (%.3f)"):format(value) end
+	if ge then return ("missed: %.3f, %.1f%% below %.2f"):format(value, (1 - value / limit) * 100, limit) end
+	return ("missed: %.3f, %.1f%% over %.2f"):format(value, (value / limit - 1) * 100, limit)
+end
+
+local function report()
+	local L = {}
+	local function add(s) L[#L + 1] = s or "" end
+	local cpu = sh("grep -m1 'model name' /proc/cpuinfo | cut -d: -f2-"):gsub("^%s+", "")
+	add("# lepoll benchmarks")
+	add()
+	add("Generated by `make bench` (bench/run.lua, mk/bench.mk) on " .. os.date("!%Y-%m-%d %H:%M UTC") .. ".")
+	add("Do not edit: rerun `make bench`.")
+	add()
+	add("## Machine")
+	add()
+	add("- CPU: " .. cpu .. ", " .. sh("nproc") .. " online CPUs")
+	add("- kernel: " .. sh("uname -srm"))
+	add("- Lua: " .. _VERSION .. " (" .. sh("lua5.4 -v") .. ")")
+	add("- compiler: " .. sh("cc --version | head -1") .. ", lepoll and benchc built with " ..
+		"`-O2` (the Makefile's CFLAGS)")
+	local pkgs = sh("dpkg-query -W -f='${Package} ${Version}, ' lua5.4 lua-luv libuv1 lua-cqueues lua-socket")
+	add("- packages: " .. pkgs:gsub(",%s*$", ""))
+	local dirty = sh("git status --porcelain -- src lua")
+	add("- lepoll: " .. sh("git rev-parse --short HEAD") ..
+		((dirty ~= "" and dirty ~= "?") and " (src/ or lua/ modified)" or ""))
+	add()
+	add(("Method: every contender runs in the one lua5.4 process, in %d rounds; in each round each contender " ..
+		"runs for %d ms (its loop reads CLOCK_MONOTONIC every 16 waits), in an order rotated from round to " ..
+		"round, after one warm-up run. Shown: the median over the rounds (min–max in brackets) and the " ..
+		"median's ratio to raw C's median of this run. Raw C is `bench/benchc.c`, a bench-only Lua module: " ..
+		"`epoll_wait(0)` and a non-inlined handler per event, timed in C. Every run checks the number " ..
+		"of events its callbacks saw."):format(ROUNDS, BUDGET // 1000000))
+	add()
+	if results.dispatch then
+		add("## 1. Dispatch: ns per event")
+		add()
+		add("N level-triggered pipes, one unread byte each, all ready; `wait(0)` (or the peer's equivalent) " ..
+			"then a trivial callback per event. max_ready_events = N for lepoll and raw C. luv: one poll " ..
+			"handle per pipe, `uv.run(\"nowait\")`. cqueues: one coroutine per pipe looping on " ..
+			"`cqueues.poll`, `cq:step(0)`. socket.select: N loopback TCP sockets with a byte each " ..
+			"(LuaSocket), the callback per returned socket; at N=1024 it cannot run (FD_SETSIZE is 1024 " ..
+			"and descriptors 0–2 are taken).")
+		add()
+		add(table_for(results.dispatch, "ns/event"))
+		add()
+		for _, n in ipairs(results.dispatch.sizes) do
+			local parts = {}
+			for _, c in ipairs(contenders) do
+				local e = results.dispatch[n] and results.dispatch[n][c.name]
+				if e and e.epw then parts[#parts + 1] = ("%s %.1f"):format(c.name, e.epw) end
+			end
+			add(("Events per wait (or step) at N=%d, last round: %s."):format(n, table.concat(parts, "; ")))
+			add()
+		end
+		add("cqueues takes at most 32 events per step from the kernel; libuv's `run(\"nowait\")` calls " ..
+			"`epoll_wait` again while it fills its 1024-event buffer (up to 48 times), so at N=1024 one run " ..
+			"dispatches many rounds of events. The figure is per event either way.")
+		add()
+	end
+	if results.scaling then
+		add("## 2. Scaling: ns per wait, one descriptor ready among N")
+		add()
+		add("N eventfds watched for `in`, one readable; a wait plus its one callback. socket.select watches " ..
+			"TCP sockets and is only run up to N=" .. SELECT_MAX .. " (it cannot go past FD_SETSIZE 1024).")
+		add()
+		add(table_for(results.scaling, "ns/wait"))
+		add()
+	end
+	if results.churn then
+		add(("## 3. Churn: ns per operation (%d eventfds per phase)"):format(results.churn.n))
+		add()
+		add("| contender | set (ADD) | × raw | set (MOD) | × raw | remove (DEL) | × raw |")
+		add("|---|--:|--:|--:|--:|--:|--:|")
+		local raw = results.churn.list[1]
+		for _, c in ipairs(results.churn.list) do
+			add(("| %s | %s | %.2f | %s | %.2f | %s | %.2f |"):format(c.name, fmt(c.add), c.add / raw.add,
+				fmt(c.mod), c.mod / raw.mod, fmt(c.del), c.del / raw.del))
+		end
+		add()
+	end
+	if results.memory then
+		add(("## 4. Memory: Lua heap bytes per wait + dispatch (N=%d ready, %d waits, collector stopped)")
+			:format(results.memory.n, results.memory.waits))
+		add()
+		add("`collectgarbage(\"count\")` before and after, after a warm-up of as many waits. " ..
+			"Memory that libuv or cqueues take with malloc is not counted.")
+		add()
+		add("| contender | bytes per wait |")
+		add("|---|--:|")
+		for _, m in ipairs(results.memory.list) do
+			add(("| %s | %s |"):format(m.name, m.na or ("%.1f"):format(m.bytes)))
+		end
+		add()
+	end
+	add("## Targets (issue 5)")
+	add()
+	local it, fo, lu = get("dispatch", 64, "lepoll iter_ready"), get("dispatch", 64, "lepoll fold_ready"),
+		get("dispatch", 64, "luv poll + run(\"nowait\")")
+	local raw = get("dispatch", 64, RAW)
+	add("| target | result |")
+	add("|---|---|")
+	add("| dispatch N=64: iter_ready ≤ 1.20× raw C | " .. verdict(it and raw and it / raw, 1.20) .. " |")
+	add("| dispatch N=64: fold_ready ≤ 1.30× raw C | " .. verdict(fo and raw and fo / raw, 1.30) .. " |")
+	add("| dispatch N=64: luv ≥ 1.8× lepoll iter_ready | " .. verdict(lu and it and lu / it, 1.8, true) .. " |")
+	local s16, sbig = get("scaling", 16, "lepoll iter_ready"), get("scaling", 16384, "lepoll iter_ready")
+	add("| scaling: lepoll at 16384 ≤ 1.2× at 16 | " .. verdict(s16 and sbig and sbig / s16, 1.2) .. " |")
+	if results.churn then
+		local rc = results.churn.list[1]
+		for i = 2, #results.churn.list do
+			local c = results.churn.list[i]
+			for _, op in ipairs { "add", "mod", "del" } do
+				add(("| churn: %s %s ≤ 1.5× raw | %s |"):format(c.name, op:upper(), verdict(c[op] / rc[op], 1.5)))
+			end
+		end
+	end
+	if results.memory then
+		for _, m in ipairs(results.memory.list) do
+			if m.name:match("^lepoll") then
+				add(("| memory: %s 0 bytes per wait | %s |"):format(m.name,
+					m.bytes == 0 and "met (0)" or ("missed: %.1f bytes"):format(m.bytes or -1)))
+			end
+		end
+	end
+	add("| echo server | not yet benchmarked |")
+	add()
+	add("Not yet done: the echo-server benchmark (issue 5, #5) and the PNG plot of the scaling benchmark.")
+	return table.concat(L, "\n") .. "\n"
+end
+
+if not SMOKE and opt.out then
+	local f = assert(io.open(opt.out, "w"))
+	f:write(report())
+	f:close()
+	print("bench: wrote " .. opt.out)
+elseif not SMOKE then
+	io.write(report())
+end
+print(("bench: %.1f s"):format((now() - t_start) / 1e9))
+print(("%d passed, %d failed"):format(passed, failed))
+os.exit(failed == 0 and 0 or 1)
