@@ -15,10 +15,13 @@
  *   eventfds(n [, ready])             n eventfds, the first `ready` readable
  *   close(list)                       closes every descriptor of a list
  *   raise_nofile()                    soft RLIMIT_NOFILE to the hard one
+ *   pin_cpu()                         binds the process to the last CPU it
+ *                                     may run on -> that CPU, or nil
  */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
+#include <sched.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -243,12 +246,33 @@ static int l_raise_nofile(lua_State *L)
 	return 1;
 }
 
+/* One CPU for the whole run: no migrations between rounds, and every
+ * contender sees the same caches and the same frequency. */
+static int l_pin_cpu(lua_State *L)
+{
+	cpu_set_t allowed, one;
+	int cpu;
+
+	if (sched_getaffinity(0, sizeof allowed, &allowed) != 0)
+		return 0;
+	for (cpu = CPU_SETSIZE - 1; cpu >= 0; cpu--) {
+		if (CPU_ISSET(cpu, &allowed))
+			break;
+	}
+	CPU_ZERO(&one);
+	CPU_SET(cpu, &one);
+	if (cpu < 0 || sched_setaffinity(0, sizeof one, &one) != 0)
+		return 0;
+	lua_pushinteger(L, cpu);
+	return 1;
+}
+
 int luaopen_benchc(lua_State *L)
 {
 	static const luaL_Reg fns[] = {
 		{"now_ns", l_now_ns},       {"raw_wait", l_raw_wait}, {"raw_churn", l_raw_churn},
 		{"pipes", l_pipes},         {"eventfds", l_eventfds}, {"close", l_close},
-		{"raise_nofile", l_raise_nofile}, {NULL, NULL},
+		{"raise_nofile", l_raise_nofile}, {"pin_cpu", l_pin_cpu}, {NULL, NULL},
 	};
 	luaL_newlib(L, fns);
 	return 1;
