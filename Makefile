@@ -1,6 +1,8 @@
 # lepoll: Linux epoll for Lua.
 #   make            build build/lepoll.so and build/liblepoll.a
-#   make test       the C core's tests, then the specs (busted, Lua 5.4)
+#   make test       the C core's tests, then the specs (busted, Lua 5.4;
+#                   LUA=lua5.1|lua5.2|lua5.3|luajit for another version)
+#   make test-all   make test under every supported Lua (mk/matrix.mk)
 #   make demo       run examples/demo.lua
 #   make host       build build/host, the example C host (examples/host)
 #   make install    PREFIX=/usr/local DESTDIR= : module, Lua modules,
@@ -21,10 +23,18 @@ LUA_INCDIR ?=
 PREFIX     ?= /usr/local
 DESTDIR    ?=
 
-BUILD    := build
+# Each interpreter builds apart, so several coexist: lua5.4, the default,
+# in build/, any other (make LUA=lua5.1|lua5.2|lua5.3|luajit) in build/LUA/.
+BUILD    := build$(if $(filter lua5.4,$(LUA)),,/$(LUA))
+# The Debian packages of each interpreter: itself and its headers.
+LUA_PACKAGES_lua5.1 := lua5.1 liblua5.1-0-dev
+LUA_PACKAGES_lua5.2 := lua5.2 liblua5.2-dev
+LUA_PACKAGES_lua5.3 := lua5.3 liblua5.3-dev
+LUA_PACKAGES_lua5.4 := lua5.4 liblua5.4-dev
+LUA_PACKAGES_luajit := luajit libluajit-5.1-dev
 SRC      := src/lepoll.c src/lepoll_core.c
 OBJ      := $(SRC:src/%.c=$(BUILD)/obj/%.o)
-HDR      := src/lepoll.h src/lepoll_core.h
+HDR      := src/lepoll.h src/lepoll_core.h src/lepoll_compat.h
 LUA_MODS := $(wildcard lua/lepoll/*.lua)
 WARN     := -Wall -Wextra -Wpedantic -Wmissing-prototypes -Wstrict-prototypes \
             -Wshadow -Wformat=2 -Werror
@@ -44,7 +54,7 @@ LIBDIR      = $(PREFIX)/lib
 all: $(BUILD)/lepoll.so $(BUILD)/liblepoll.a
 
 deps:
-	@tools/ensure-deps
+	@tools/ensure-deps $(LUA_PACKAGES_$(LUA))
 
 $(BUILD)/obj/%.o: src/%.c $(HDR) | deps
 	@mkdir -p $(BUILD)/obj
@@ -57,9 +67,9 @@ $(BUILD)/liblepoll.a: $(OBJ)
 	rm -f $@
 	ar rcs $@ $(OBJ)
 
-$(BUILD)/spec/lepoll_test.so: spec/support/lepoll_test.c | deps
+$(BUILD)/spec/lepoll_test.so: spec/support/lepoll_test.c src/lepoll_compat.h | deps
 	@mkdir -p $(BUILD)/spec
-	$(CC) $(ALL_CFLAGS) $(LIBFLAG) -o $@ $<
+	$(CC) $(ALL_CFLAGS) -Isrc $(LIBFLAG) -o $@ $<
 
 $(BUILD)/core_test: test/c/core_test.c src/lepoll_core.c src/lepoll_core.h | deps
 	@mkdir -p $(BUILD)
@@ -70,9 +80,11 @@ host: $(BUILD)/host
 $(BUILD)/host: examples/host/host.c src/lepoll.h $(BUILD)/liblepoll.a
 	$(CC) -std=c99 $(WARN) $(CFLAGS) $(LUA_CFLAGS) -Isrc -o $@ $< $(BUILD)/liblepoll.a $(LUA_LIBS)
 
+# The specs find this version's build through .busted's task and
+# LEPOLL_BUILD, and start child processes with LEPOLL_LUA.
 test: all $(BUILD)/spec/lepoll_test.so $(BUILD)/core_test $(BUILD)/host
 	$(BUILD)/core_test
-	$(BUSTED) --lua=$(LUA)
+	LEPOLL_BUILD=$(BUILD) LEPOLL_LUA=$(LUA) $(BUSTED) --run=$(LUA)
 
 demo: $(BUILD)/lepoll.so
 	LUA_CPATH="$(BUILD)/?.so;;" LUA_PATH="lua/?.lua;lua/?/init.lua;;" $(LUA) examples/demo.lua

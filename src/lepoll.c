@@ -15,6 +15,8 @@
 #include <lauxlib.h>
 #include <lualib.h>
 
+#include "lepoll_compat.h"
+
 #define LEPOLL_VERSION "lepoll 0.1.0"
 
 /* Upvalues shared by every function of the module. Keeping the wait
@@ -23,7 +25,13 @@
 #define UV_OK          lua_upvalueindex(2)
 #define UV_TIMEOUT     lua_upvalueindex(3)
 #define UV_INTERRUPTED lua_upvalueindex(4)
+#if LEPOLL_HAVE_TOCLOSE
 #define NUM_UPVALUES   4
+#else
+#define UV_ITER_PROTECTED lua_upvalueindex(5)
+#define UV_FOLD_PROTECTED lua_upvalueindex(6)
+#define NUM_UPVALUES   6
+#endif
 
 #define GUARD_MT "lepoll.ready_guard"
 #define DEFAULT_MAX_READY 256
@@ -79,6 +87,14 @@ static lep_set *checkset(lua_State *L)
 
 /* ------------------------------------------------------------- arguments */
 
+/* An integer as text for messages: lua_pushfstring's %I is 5.3's. */
+#define INTSTR_SIZE 24
+static const char *intstr(char *buf, lua_Integer v)
+{
+	(void)snprintf(buf, INTSTR_SIZE, "%lld", (long long)v);
+	return buf;
+}
+
 /* Finite with no fraction; beyond 2^53 every double is. */
 static int is_integral(lua_Number n)
 {
@@ -112,17 +128,33 @@ static lua_Integer number_to_fd(lua_State *L, int idx, const lep_set *s)
 static lua_Integer object_to_fd(lua_State *L, int idx, const lep_set *s)
 {
 	static const char *const methods[] = {"getfd", "pollfd", "fileno"};
-	luaL_Stream *stream;
-	int top = lua_gettop(L);
+	FILE *file = NULL;
+	int is_file, top = lua_gettop(L);
 
 	if (lua_type(L, idx) == LUA_TNUMBER)
 		return number_to_fd(L, idx, s);
-	stream = luaL_testudata(L, idx, LUA_FILEHANDLE);
-	if (stream != NULL) {
-		if (stream->closef == NULL)
+#if LUA_VERSION_NUM >= 502
+	{
+		luaL_Stream *stream = luaL_testudata(L, idx, LUA_FILEHANDLE);
+
+		is_file = stream != NULL;
+		if (is_file && stream->closef != NULL)
+			file = stream->f;
+	}
+#else
+	{
+		FILE **filep = lepoll_tofilep(L, idx);
+
+		is_file = filep != NULL;
+		if (is_file)
+			file = *filep;
+	}
+#endif
+	if (is_file) {
+		if (file == NULL)
 			luaL_argerror(L, idx, lua_pushfstring(L, "closed file handle (valid range [0, %d))",
 			                                      s->num_fds));
-		return fileno(stream->f);
+		return fileno(file);
 	}
 	if (lua_type(L, idx) == LUA_TTABLE ||
 	    (lua_type(L, idx) == LUA_TUSERDATA && luaL_getmetafield(L, idx, "__index") != LUA_TNIL)) {
@@ -157,8 +189,10 @@ static int checkfd(lua_State *L, int idx, const lep_set *s)
 {
 	lua_Integer fd = lua_isinteger(L, idx) ? lua_tointeger(L, idx) : object_to_fd(L, idx, s);
 
+	char num[INTSTR_SIZE];
+
 	if (fd < 0 || fd >= s->num_fds)
-		luaL_argerror(L, idx, lua_pushfstring(L, "fd %I out of range [0, %d)", (LUAI_UACINT)fd,
+		luaL_argerror(L, idx, lua_pushfstring(L, "fd %s out of range [0, %d)", intstr(num, fd),
 		                                      s->num_fds));
 	return (int)fd;
 }
@@ -166,14 +200,15 @@ static int checkfd(lua_State *L, int idx, const lep_set *s)
 static uint32_t flags_from_number(lua_State *L, int idx, int arg)
 {
 	lua_Integer v = 0;
+	char num[INTSTR_SIZE];
 
 	if (!lua_isinteger(L, idx) &&
 	    (!lua_numbertointeger(lua_tonumber(L, idx), &v) || (lua_Number)v != lua_tonumber(L, idx)))
 		luaL_argerror(L, arg, lua_pushfstring(L, "flags %s are not an integer", lua_tostring(L, idx)));
 	v = lua_tointeger(L, idx);
 	if (v < 0 || v > (lua_Integer)UINT32_MAX)
-		luaL_argerror(L, arg, lua_pushfstring(L, "flags %I out of range [0, 0xffffffff]",
-		                                      (LUAI_UACINT)v));
+		luaL_argerror(L, arg, lua_pushfstring(L, "flags %s out of range [0, 0xffffffff]",
+		                                      intstr(num, v)));
 	return (uint32_t)v;
 }
 
@@ -214,6 +249,7 @@ static uint32_t checkflags(lua_State *L, int idx)
 {
 	uint32_t flags = 0;
 	lua_Integer i, n;
+	char num[INTSTR_SIZE];
 
 	switch (lua_type(L, idx)) {
 	case LUA_TNUMBER:
@@ -229,8 +265,8 @@ static uint32_t checkflags(lua_State *L, int idx)
 			else if (t == LUA_TNUMBER)
 				flags |= flags_from_number(L, -1, idx);
 			else
-				luaL_argerror(L, idx, lua_pushfstring(L, "flag list item %I is %s, not a name",
-				                                      (LUAI_UACINT)i, luaL_typename(L, -1)));
+				luaL_argerror(L, idx, lua_pushfstring(L, "flag list item %s is %s, not a name",
+				                                      intstr(num, i), luaL_typename(L, -1)));
 			lua_pop(L, 1);
 		}
 		return flags;
@@ -290,6 +326,7 @@ static int optcount(lua_State *L, int idx, int def, int max, const char *what)
 {
 	lua_Integer v;
 	int isint;
+	char num[INTSTR_SIZE];
 
 	if (lua_isnoneornil(L, idx))
 		return def;
@@ -302,8 +339,8 @@ static int optcount(lua_State *L, int idx, int def, int max, const char *what)
 	if (!isint)
 		return luaL_argerror(L, idx, lua_pushfstring(L, "%s must be an integer", what));
 	if (v < 1 || v > max)
-		return luaL_argerror(L, idx, lua_pushfstring(L, "%s must be in [1, %d], got %I", what, max,
-		                                             (LUAI_UACINT)v));
+		return luaL_argerror(L, idx, lua_pushfstring(L, "%s must be in [1, %d], got %s", what, max,
+		                                             intstr(num, v)));
 	return (int)v;
 }
 
@@ -322,9 +359,11 @@ static int l_create(lua_State *L)
 	lep_init(s, alloc, ud);
 	lua_pushvalue(L, UV_SETMT);
 	lua_setmetatable(L, -2);
+#if LEPOLL_HAVE_TOCLOSE
 	*(lep_set **)lua_newuserdatauv(L, sizeof(lep_set *), 0) = s;
 	luaL_setmetatable(L, GUARD_MT);
 	lua_setiuservalue(L, -2, 1);
+#endif
 	err = lep_open(s, num_fds, max_ready);
 	if (err == EMFILE || err == ENFILE) {
 		/* Unreachable sets may hold descriptors until collected. */
@@ -539,11 +578,40 @@ static int m_clear_ready(lua_State *L)
 	return 0;
 }
 
-/* While iter_ready or fold_ready runs, the set's guard (its user value)
- * sits in a to-be-closed slot: however the loop ends, by return or by a
- * callback's error, closing it ends the busy state. Callbacks are called
- * plainly, so their errors pass through untouched, traceback included.
- * close() inside a callback empties the ready set, which ends the loop. */
+/* The loops of iter_ready and fold_ready, on a stack of set, callback and
+ * set, accumulator, callback. Callbacks may close the set, which empties
+ * the ready set and so ends the loop. */
+static void iter_ready_loop(lua_State *L, const lep_set *s)
+{
+	int i;
+
+	for (i = 0; i < s->nready; i++) {
+		lua_pushvalue(L, 2);
+		lua_pushinteger(L, (lua_Integer)s->ready[i].data.u64);
+		lua_pushinteger(L, (lua_Integer)s->ready[i].events);
+		lua_call(L, 2, 0);
+	}
+}
+
+static void fold_ready_loop(lua_State *L, const lep_set *s)
+{
+	int i;
+
+	for (i = 0; i < s->nready; i++) {
+		lua_pushvalue(L, 3);
+		lua_pushvalue(L, 2);
+		lua_pushinteger(L, (lua_Integer)s->ready[i].data.u64);
+		lua_pushinteger(L, (lua_Integer)s->ready[i].events);
+		lua_call(L, 3, 1);
+		lua_replace(L, 2);
+	}
+}
+
+#if LEPOLL_HAVE_TOCLOSE
+/* While a loop runs, the set's guard (its user value) sits in a
+ * to-be-closed slot: however the loop ends, by return or by a callback's
+ * error, closing it ends the busy state. Callbacks are called plainly, so
+ * their errors pass through untouched, traceback included. */
 static int guard_close(lua_State *L)
 {
 	lep_set *s = *(lep_set **)lua_touserdata(L, 1);
@@ -559,24 +627,55 @@ static void enter_ready(lua_State *L, lep_set *s)
 	lua_toclose(L, -1);
 	s->ready_busy++;
 }
+#else
+/* Before 5.4 the loop runs in a protected call, and an error is raised
+ * again, the same value, once the busy state has ended. A message handler
+ * (xpcall) then sees the error raised from iter_ready or fold_ready, not
+ * from the callback: its traceback starts there. The two functions are
+ * upvalues, made once, as pushing a C function allocates on 5.1. */
+static int iter_ready_protected(lua_State *L)
+{
+	iter_ready_loop(L, lua_touserdata(L, 1));
+	return 0;
+}
+
+static int fold_ready_protected(lua_State *L)
+{
+	fold_ready_loop(L, lua_touserdata(L, 1));
+	lua_settop(L, 2);
+	return 1;
+}
+
+/* Stack: set, args...; leaves the loop's nresults. */
+static void run_protected(lua_State *L, lep_set *s, int loop, int nresults)
+{
+	int nargs = lua_gettop(L), status;
+
+	lua_pushvalue(L, loop);
+	lua_insert(L, 1);
+	s->ready_busy++;
+	status = lua_pcall(L, nargs, nresults, 0);
+	s->ready_busy--;
+	if (status != LUA_OK)
+		lua_error(L);
+}
+#endif
 
 static int m_iter_ready(lua_State *L)
 {
 	lep_set *s = checkset(L);
-	int i;
 
 	checkcallable(L, 2);
 	lua_settop(L, 2);
 	if (s->nready == 0)
 		return 0;
+#if LEPOLL_HAVE_TOCLOSE
 	enter_ready(L, s);
-	for (i = 0; i < s->nready; i++) {
-		lua_pushvalue(L, 2);
-		lua_pushinteger(L, (lua_Integer)s->ready[i].data.u64);
-		lua_pushinteger(L, (lua_Integer)s->ready[i].events);
-		lua_call(L, 2, 0);
-	}
+	iter_ready_loop(L, s);
 	lua_settop(L, 2); /* closes the guard */
+#else
+	run_protected(L, s, UV_ITER_PROTECTED, 0);
+#endif
 	return 0;
 }
 
@@ -586,20 +685,17 @@ static int m_fold_ready(lua_State *L)
 
 	checkcallable(L, 3);
 	lua_settop(L, 3);
-	if (s->nready > 0) {
-		int i;
-
-		enter_ready(L, s);
-		for (i = 0; i < s->nready; i++) {
-			lua_pushvalue(L, 3);
-			lua_pushvalue(L, 2);
-			lua_pushinteger(L, (lua_Integer)s->ready[i].data.u64);
-			lua_pushinteger(L, (lua_Integer)s->ready[i].events);
-			lua_call(L, 3, 1);
-			lua_replace(L, 2);
-		}
+	if (s->nready == 0) {
+		lua_settop(L, 2);
+		return 1;
 	}
+#if LEPOLL_HAVE_TOCLOSE
+	enter_ready(L, s);
+	fold_ready_loop(L, s);
 	lua_settop(L, 2); /* closes the guard; the accumulator is on top */
+#else
+	run_protected(L, s, UV_FOLD_PROTECTED, 1);
+#endif
 	return 1;
 }
 
@@ -768,6 +864,10 @@ static void push_shared_upvalues(lua_State *L)
 	lua_pushliteral(L, "ok");
 	lua_pushliteral(L, "timeout");
 	lua_pushliteral(L, "interrupted");
+#if !LEPOLL_HAVE_TOCLOSE
+	lua_pushcfunction(L, iter_ready_protected);
+	lua_pushcfunction(L, fold_ready_protected);
+#endif
 }
 
 LEPOLL_API int luaopen_lepoll(lua_State *L)
@@ -777,6 +877,10 @@ LEPOLL_API int luaopen_lepoll(lua_State *L)
 	luaL_checkversion(L);
 	lua_createtable(L, 0, 16);          /* module */
 	luaL_newmetatable(L, LEPOLL_SET_MT); /* module, mt */
+#if LUA_VERSION_NUM < 503
+	lua_pushliteral(L, LEPOLL_SET_MT); /* as 5.3 does: names the type in messages */
+	lua_setfield(L, -2, "__name");
+#endif
 	push_shared_upvalues(L);
 	luaL_setfuncs(L, set_metamethods, NUM_UPVALUES);
 	lua_createtable(L, 0, 16); /* module, mt, methods */
@@ -786,10 +890,12 @@ LEPOLL_API int luaopen_lepoll(lua_State *L)
 	lua_pop(L, 1); /* module */
 	push_shared_upvalues(L);
 	luaL_setfuncs(L, module_functions, NUM_UPVALUES);
+#if LEPOLL_HAVE_TOCLOSE
 	luaL_newmetatable(L, GUARD_MT);
 	lua_pushcfunction(L, guard_close);
 	lua_setfield(L, -2, "__close");
 	lua_pop(L, 1);
+#endif
 	for (i = 0; i < sizeof constants / sizeof constants[0]; i++) {
 		lua_pushinteger(L, (lua_Integer)constants[i].value);
 		lua_setfield(L, -2, constants[i].name);

@@ -6,6 +6,80 @@ local luassert = require "luassert"
 
 local H = { T = T }
 
+-- ------------------------------------------------------ Lua versions
+-- The suite runs under Lua 5.1, 5.2, 5.3, 5.4 and LuaJIT 2.1 (make test
+-- LUA=...; make test-all). Spec files use only syntax all of them parse;
+-- what a version lacks is skipped explicitly with H.it_if, never silently.
+
+-- 501 .. 504 (LuaJIT says 501), and whether this is LuaJIT.
+H.LUA_VERSION = ({ ["Lua 5.1"] = 501, ["Lua 5.2"] = 502, ["Lua 5.3"] = 503, ["Lua 5.4"] = 504 })[_VERSION]
+H.JIT = type(rawget(_G, "jit")) == "table"
+-- The interpreter running the suite, for child processes, and the build
+-- it loads lepoll from (the Makefile sets both; these are the defaults).
+H.LUA = os.getenv("LEPOLL_LUA") or "lua5.4"
+H.BUILD = os.getenv("LEPOLL_BUILD") or "build"
+
+-- Language features by version.
+H.has = {
+  toclose = H.LUA_VERSION >= 504,          -- local x <close>
+  integers = H.LUA_VERSION >= 503,         -- the integer subtype, math.type
+  bitops = H.LUA_VERSION >= 503,           -- & | ~ << >> as operators
+  pairs_mm = H.LUA_VERSION >= 502 and not H.JIT, -- __pairs
+  gc_mm_tables = H.LUA_VERSION >= 502,     -- __gc on tables
+  generational = H.LUA_VERSION >= 504,     -- collectgarbage("generational")
+}
+
+-- it(name, fn) when cond holds, else an explicit pending with the reason.
+-- Busted's it and pending live in the spec file's environment, so they
+-- are passed: H.it_if(it, pending, H.has.toclose, "needs <close>")(name, fn)
+function H.it_if(it, pending, cond, reason)
+  return function(name, fn)
+    if cond then
+      it(name, fn)
+    else
+      pending(name .. " [skipped on " .. (H.JIT and "LuaJIT" or _VERSION) .. ": " .. reason .. "]")
+    end
+  end
+end
+
+-- Compiles Lua source that only some versions parse (<close>, integer
+-- division, bit operators); call it only where H.has says they exist.
+function H.load(src, name)
+  local chunk, err = (rawget(_G, "loadstring") or load)(src, "=" .. (name or "H.load"))
+  if not chunk then error(err, 2) end
+  return chunk
+end
+
+-- Bitwise or / and / not-in-32-bits of flag words, on any version (flags
+-- are integers in [0, 2^32)). lepoll.has covers the tests of one flag.
+local function bits(a, b, keep)
+  local r, bit = 0, 1
+  for _ = 1, 32 do
+    local x, y = a % 2, b % 2
+    if keep(x == 1, y == 1) then r = r + bit end
+    a, b, bit = (a - x) / 2, (b - y) / 2, bit * 2
+  end
+  return r
+end
+function H.bor(a, ...)
+  for i = 1, select("#", ...) do a = bits(a, (select(i, ...)), function(x, y) return x or y end) end
+  return a
+end
+function H.band(a, ...)
+  for i = 1, select("#", ...) do a = bits(a, (select(i, ...)), function(x, y) return x and y end) end
+  return a
+end
+-- a without the bits of b
+function H.bclear(a, b) return bits(a, b, function(x, y) return x and not y end) end
+
+-- math.type where it exists; before 5.3 every number is a "float" unless
+-- integral, which is what an integer looks like there.
+function H.numtype(v)
+  if type(v) ~= "number" then return nil end
+  if math.type then return math.type(v) end
+  return (v == math.floor(v) and v > -2 ^ 63 and v < 2 ^ 63) and "integer" or "float"
+end
+
 -- Registers, in the calling describe block, a check that the block ends
 -- with exactly the descriptors it started with. Sets left open are closed
 -- by the collector, so a full collection runs first. Busted's functions

@@ -26,6 +26,8 @@
 #include <lauxlib.h>
 #include <lua.h>
 
+#include "lepoll_compat.h" /* the same 5.4 API on every Lua version */
+
 __attribute__((visibility("default"))) int luaopen_lepoll_test(lua_State *L);
 
 static const char *errname(int err)
@@ -432,7 +434,7 @@ static int t_fault(lua_State *L)
 		return not_preloaded(L);
 	memcpy(&arm, &p, sizeof arm);
 	if (arm(fn, (long)nth, err, (long)count, lua_toboolean(L, 5)) != 0)
-		return luaL_error(L, "cannot arm a fault on %s (call %I)", fn, (LUAI_UACINT)nth);
+		return luaL_error(L, "cannot arm a fault on %s (call %d)", fn, (int)nth);
 	lua_pushboolean(L, 1);
 	return 1;
 }
