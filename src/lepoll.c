@@ -189,26 +189,29 @@ static int checkfd(lua_State *L, int idx, const lep_set *s)
 {
 	lua_Integer fd = lua_isinteger(L, idx) ? lua_tointeger(L, idx) : object_to_fd(L, idx, s);
 
-	char num[INTSTR_SIZE];
+	if (fd < 0 || fd >= s->num_fds) {
+		char num[INTSTR_SIZE];
 
-	if (fd < 0 || fd >= s->num_fds)
 		luaL_argerror(L, idx, lua_pushfstring(L, "fd %s out of range [0, %d)", intstr(num, fd),
 		                                      s->num_fds));
+	}
 	return (int)fd;
 }
 
 static uint32_t flags_from_number(lua_State *L, int idx, int arg)
 {
 	lua_Integer v = 0;
-	char num[INTSTR_SIZE];
 
 	if (!lua_isinteger(L, idx) &&
 	    (!lua_numbertointeger(lua_tonumber(L, idx), &v) || (lua_Number)v != lua_tonumber(L, idx)))
 		luaL_argerror(L, arg, lua_pushfstring(L, "flags %s are not an integer", lua_tostring(L, idx)));
 	v = lua_tointeger(L, idx);
-	if (v < 0 || v > (lua_Integer)UINT32_MAX)
+	if (v < 0 || v > (lua_Integer)UINT32_MAX) {
+		char num[INTSTR_SIZE];
+
 		luaL_argerror(L, arg, lua_pushfstring(L, "flags %s out of range [0, 0xffffffff]",
 		                                      intstr(num, v)));
+	}
 	return (uint32_t)v;
 }
 
@@ -326,7 +329,6 @@ static int optcount(lua_State *L, int idx, int def, int max, const char *what)
 {
 	lua_Integer v;
 	int isint;
-	char num[INTSTR_SIZE];
 
 	if (lua_isnoneornil(L, idx))
 		return def;
@@ -338,9 +340,12 @@ static int optcount(lua_State *L, int idx, int def, int max, const char *what)
 		                                             lua_tostring(L, idx)));
 	if (!isint)
 		return luaL_argerror(L, idx, lua_pushfstring(L, "%s must be an integer", what));
-	if (v < 1 || v > max)
+	if (v < 1 || v > max) {
+		char num[INTSTR_SIZE];
+
 		return luaL_argerror(L, idx, lua_pushfstring(L, "%s must be in [1, %d], got %s", what, max,
 		                                             intstr(num, v)));
+	}
 	return (int)v;
 }
 
