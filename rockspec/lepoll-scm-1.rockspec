@@ -16,7 +16,7 @@ edge-triggered and one-shot on request. Modelled on Linux_ext.Epoll.
 }
 supported_platforms = { "linux" }
 dependencies = {
-   "lua >= 5.4",
+   "lua >= 5.1",
 }
 build = {
    type = "builtin",
