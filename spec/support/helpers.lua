@@ -144,10 +144,18 @@ local function message_proper(required, file, f, ...)
 end
 
 -- The file of the spec function that called H.msg_of or H.msg_anywhere. A
--- tail call would leave no such frame, so it is refused.
+-- tail call would leave no such frame, so it is refused: through "t"
+-- (istailcall) from 5.2 on; 5.1 shows a "tail" frame instead, and LuaJIT
+-- none at all, so there the position check itself catches it.
+local HAS_ISTAILCALL = pcall(debug.getinfo, 1, "t")
 local function calling_file()
-  luassert(not debug.getinfo(2, "t").istailcall,
-    "call H.msg_of / H.msg_anywhere as a plain call, not a tail call")
+  if HAS_ISTAILCALL then
+    luassert(not debug.getinfo(2, "t").istailcall,
+      "call H.msg_of / H.msg_anywhere as a plain call, not a tail call")
+  else
+    luassert(debug.getinfo(3, "S").what ~= "tail",
+      "call H.msg_of / H.msg_anywhere as a plain call, not a tail call")
+  end
   return debug.getinfo(3, "S").short_src
 end
 
