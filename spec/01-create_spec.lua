@@ -2,16 +2,10 @@ local lepoll = require "lepoll"
 local H = require "support.helpers"
 local T = H.T
 
--- H.msg_of checks with debug.getinfo's "t" option, which 5.1 and LuaJIT
--- lack; there, the same check of the error's position (this file) without it.
 -- The calls that fail are never tail calls (`function() f() end`, not
 -- `function() return f() end`): LuaJIT drops the caller's frame on a tail
 -- call, and with it the error's position and the function's name.
-local msg_of = (H.LUA_VERSION >= 502 and not H.JIT) and H.msg_of or function(f, ...)
-  local where, msg = H.error_of(f, ...):match("^(.-):%d+: (.*)$")
-  assert.are.equal(debug.getinfo(1, "S").short_src, where) -- this spec file
-  return msg
-end
+local msg_of = H.msg_of
 
 -- Largest max_ready_events that epoll_wait takes: INT_MAX divided by the
 -- size of struct epoll_event (packed to 12 bytes on x86_64 only).

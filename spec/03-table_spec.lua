@@ -11,16 +11,10 @@ local FLAGS_KINDS = "flags (integer, string of names or list of names)"
 -- Flag words are combined with H.bor, not |, which 5.1, 5.2 and LuaJIT
 -- lack (H.bor gives an integer on 5.3+, as | would).
 
--- H.msg_of checks with debug.getinfo's "t" option, which 5.1 and LuaJIT
--- lack; there, the same check of the error's position (this file) without it.
 -- The calls that fail are never tail calls (`function() f() end`, not
 -- `function() return f() end`): LuaJIT drops the caller's frame on a tail
 -- call, and with it the error's position and the function's name.
-local msg_of = (H.LUA_VERSION >= 502 and not H.JIT) and H.msg_of or function(f, ...)
-  local where, msg = H.error_of(f, ...):match("^(.-):%d+: (.*)$")
-  assert.are.equal(debug.getinfo(1, "S").short_src, where) -- this spec file
-  return msg
-end
+local msg_of = H.msg_of
 
 -- math.tointeger from 5.3. Before it every number is a double, and an
 -- integral one is what an integer is there.
