@@ -8,8 +8,12 @@ local T = H.T
 local IN, OUT, ERR, HUP, RDHUP = lepoll.IN, lepoll.OUT, lepoll.ERR, lepoll.HUP, lepoll.RDHUP
 
 -- LuaSocket's getfd() is a float (3.0); the ready set holds integers.
+-- Before 5.3 every number is a double: there the float is the integer.
 local function fdof(sock)
-  return math.tointeger(sock:getfd())
+  local fd = sock:getfd()
+  if math.tointeger then return math.tointeger(fd) end
+  assert(fd == math.floor(fd), "getfd() is not integral")
+  return fd
 end
 
 describe("readiness", function()
@@ -45,7 +49,7 @@ describe("readiness", function()
       local r, w = T.pipe()
       finally(function() ep:close(); H.close(r, w) end)
       ep:set(r, "in|et")
-      assert.are.equal(IN | lepoll.ET, ep:find(r))
+      assert.are.equal(H.bor(IN, lepoll.ET), ep:find(r))
 
       T.write(w, "a")
       assert.are.equal("ok", ep:wait(0))
@@ -93,7 +97,7 @@ describe("readiness", function()
       assert.are.equal("timeout", ep:wait(0.01))
       assert.are.same({}, H.ready(ep))
       -- Still in the table with its flags: disarming is the kernel's business.
-      assert.are.equal(IN | lepoll.ONESHOT, ep:find(r))
+      assert.are.equal(H.bor(IN, lepoll.ONESHOT), ep:find(r))
       ep:invariant()
 
       ep:set(r, "in|oneshot") -- the same flags: MOD re-arms
@@ -145,7 +149,7 @@ describe("readiness", function()
       T.write(w, "last words")
       T.close(w); w = nil
       assert.are.equal("ok", ep:wait(0))
-      assert.are.same({ { r, IN | HUP } }, H.ready(ep))
+      assert.are.same({ { r, H.bor(IN, HUP) } }, H.ready(ep))
       assert.are.equal("last words", T.read(r))
       assert.are.equal("ok", ep:wait(0)) -- drained: hup alone, and it stays
       assert.are.same({ { r, HUP } }, H.ready(ep))
@@ -162,7 +166,7 @@ describe("readiness", function()
       assert.is_true(T.shutdown(b, "w"))
       assert.are.equal("ok", ep:wait(0))
       -- End of stream is readable (read gives ""), hence in with rdhup.
-      assert.are.same({ { a, IN | RDHUP } }, H.ready(ep))
+      assert.are.same({ { a, H.bor(IN, RDHUP) } }, H.ready(ep))
       assert.are.equal("", T.read(a))
     end)
 
