@@ -1,10 +1,37 @@
--- make install / make uninstall into a temporary DESTDIR.
+-- make install / make uninstall into a temporary DESTDIR, for the Lua under
+-- test (make install LUA=...): its module directories, and that Lua loads
+-- the installed module from there.
 local H = require "support.helpers"
 
+-- The version directory of the Lua under test: "5.1" for LuaJIT.
+local V = _VERSION:match("^Lua (%d+%.%d+)$")
+
+-- io.popen(cmd, mode), and a function that closes it and says how the
+-- command ended, as p:close() does from Lua 5.2 on: true or nil, "exit" or
+-- "signal", the code. The close of 5.1 and LuaJIT says only true, so there
+-- the shell writes the subshell's $? to a file (signal n shows as 128 + n).
+local function popen(cmd, mode)
+  if H.LUA_VERSION >= 502 then
+    local p = assert(io.popen(cmd, mode))
+    return p, function() return p:close() end
+  end
+  local status = os.tmpname()
+  local p = assert(io.popen("( " .. cmd .. "\n); echo $? >'" .. status .. "'", mode))
+  return p, function()
+    p:close()
+    local f = assert(io.open(status))
+    local code = assert(tonumber(f:read("*a")))
+    f:close()
+    os.remove(status)
+    if code > 128 then return nil, "signal", code - 128 end
+    return code == 0 or nil, "exit", code
+  end
+end
+
 local function sh(cmd)
-  local p = assert(io.popen(cmd .. " 2>&1"))
-  local out = p:read("a")
-  local ok = p:close()
+  local p, close = popen(cmd .. " 2>&1")
+  local out = p:read("*a")
+  local ok = close()
   return ok, out
 end
 
@@ -26,48 +53,62 @@ describe("make install", function()
   end)
   after_each(function() sh("rm -rf '" .. root .. "'") end)
 
-  it("puts everything where Lua 5.4 and C compilers look, and uninstall takes it back", function()
-    local ok, out = sh("make -s install PREFIX=/usr/local DESTDIR='" .. root .. "'")
-    assert(ok, out)
-    local expected = {
-      "usr/local/include/lepoll.h",
-      "usr/local/lib/liblepoll.a",
-      "usr/local/lib/lua/5.4/lepoll.so",
-    }
-    local _, mods = sh("ls lua/lepoll/*.lua 2>/dev/null")
-    for path in mods:gmatch("[^\n]+") do
-      expected[#expected + 1] = "usr/local/share/lua/5.4/lepoll/" .. path:match("[^/]+$")
-    end
-    table.sort(expected)
-    assert.are.same(expected, files_under(root))
+  it(("puts everything where %s and C compilers look, and uninstall takes it back"):format(H.LUA),
+    function()
+      local make = "make -s LUA=" .. H.LUA .. " PREFIX=/usr/local DESTDIR='" .. root .. "' "
+      local ok, out = sh(make .. "install")
+      assert(ok, out)
+      local expected = {
+        "usr/local/include/lepoll.h",
+        "usr/local/lib/liblepoll.a",
+        "usr/local/lib/lua/" .. V .. "/lepoll.so",
+      }
+      local _, mods = sh("ls lua/lepoll/*.lua 2>/dev/null")
+      for path in mods:gmatch("[^\n]+") do
+        expected[#expected + 1] = "usr/local/share/lua/" .. V .. "/lepoll/" .. path:match("[^/]+$")
+      end
+      table.sort(expected)
+      assert.are.same(expected, files_under(root))
+      -- The module installed is this Lua's build.
+      ok, out = sh("cmp '" .. H.BUILD .. "/lepoll.so' '" .. root .. "/usr/local/lib/lua/" .. V
+        .. "/lepoll.so'")
+      assert(ok, out)
 
-    -- A plain lua5.4 finds the module there once DESTDIR is stripped: the
-    -- directories are ones its default paths name under /usr/local.
-    ok, out = sh([[lua5.4 -e 'print(package.cpath:find("/usr/local/lib/lua/5.4/?.so", 1, true) ~= nil,
-      package.path:find("/usr/local/share/lua/5.4/?.lua", 1, true) ~= nil)']])
-    assert(ok, out)
-    assert.are.equal("true\ttrue\n", out)
-    ok, out = sh("LUA_CPATH='" .. root .. "/usr/local/lib/lua/5.4/?.so' LUA_PATH='" .. root
-      .. "/usr/local/share/lua/5.4/?.lua' lua5.4 -e 'local l = require \"lepoll\" "
-      .. "print(l._VERSION, package.searchpath(\"lepoll\", package.cpath))'")
-    assert(ok, out)
-    assert.matches("^lepoll %d+%.%d+%.%d+\t" .. root:gsub("%p", "%%%0")
-      .. "/usr/local/lib/lua/5.4/lepoll.so\n$", out)
+      -- A plain interpreter finds the module there once DESTDIR is stripped:
+      -- the directories are ones its default paths name under /usr/local.
+      ok, out = sh(H.LUA .. [[ -e 'print(package.cpath:find("/usr/local/lib/lua/]] .. V
+        .. [[/?.so", 1, true) ~= nil, package.path:find("/usr/local/share/lua/]] .. V
+        .. [[/?.lua", 1, true) ~= nil)']])
+      assert(ok, out)
+      assert.are.equal("true\ttrue\n", out)
+      -- Loaded from there, and only from there: package.searchpath where
+      -- the interpreter has it (not 5.1), else the same search written out.
+      local searchpath = "local searchpath = package.searchpath or function(name, path) "
+        .. "for t in path:gmatch('[^;]+') do local f = t:gsub('%?', (name:gsub('%.', '/'))) "
+        .. "local h = io.open(f) if h then h:close() return f end end end "
+      ok, out = sh("LUA_CPATH='" .. root .. "/usr/local/lib/lua/" .. V .. "/?.so' LUA_PATH='" .. root
+        .. "/usr/local/share/lua/" .. V .. "/?.lua' " .. H.LUA .. " -e \"" .. searchpath
+        .. "local l = require 'lepoll' local loop = require 'lepoll.loop' "
+        .. "print(l._VERSION, searchpath('lepoll', package.cpath), type(loop.new))\"")
+      assert(ok, out)
+      assert.matches("^lepoll %d+%.%d+%.%d+\t" .. root:gsub("%p", "%%%0")
+        .. "/usr/local/lib/lua/" .. V:gsub("%p", "%%%0") .. "/lepoll.so\tfunction\n$", out)
 
-    ok, out = sh("make -s uninstall PREFIX=/usr/local DESTDIR='" .. root .. "'")
-    assert(ok, out)
-    assert.are.same({}, files_under(root))
-  end)
+      ok, out = sh(make .. "uninstall")
+      assert(ok, out)
+      assert.are.same({}, files_under(root))
+    end)
 
   it("uses pkg-config's module directories for a prefix Lua searches", function()
-    local ok, out = sh("tools/lua-moddir cmod /usr && tools/lua-moddir lmod /usr")
+    local args = " " .. H.LUA .. " " .. H.LUA
+    local ok, out = sh("tools/lua-moddir cmod /usr" .. args .. " && tools/lua-moddir lmod /usr" .. args)
     assert(ok, out)
-    local _, cmod = sh("pkg-config --variable=INSTALL_CMOD lua5.4")
-    local _, lmod = sh("pkg-config --variable=INSTALL_LMOD lua5.4")
+    local _, cmod = sh("pkg-config --variable=INSTALL_CMOD " .. H.LUA)
+    local _, lmod = sh("pkg-config --variable=INSTALL_LMOD " .. H.LUA)
     assert.are.equal(cmod .. lmod, out)
     -- And the plain layout where pkg-config's is not searched.
-    ok, out = sh("tools/lua-moddir cmod /opt/lepoll && tools/lua-moddir lmod /opt/lepoll")
+    ok, out = sh("tools/lua-moddir cmod /opt/lepoll" .. args .. " && tools/lua-moddir lmod /opt/lepoll" .. args)
     assert(ok, out)
-    assert.are.equal("/opt/lepoll/lib/lua/5.4\n/opt/lepoll/share/lua/5.4\n", out)
+    assert.are.equal(("/opt/lepoll/lib/lua/%s\n/opt/lepoll/share/lua/%s\n"):format(V, V), out)
   end)
 end)

@@ -13,6 +13,28 @@ local C = H.cleanups(function(fn) finally(fn) end)
 
 local IN = lepoll.IN
 
+-- io.popen(cmd, mode), and a function that closes it and says how the
+-- command ended, as p:close() does from Lua 5.2 on: true or nil, "exit" or
+-- "signal", the code. The close of 5.1 and LuaJIT says only true, so there
+-- the shell writes the subshell's $? to a file (signal n shows as 128 + n).
+local function popen(cmd, mode)
+  if H.LUA_VERSION >= 502 then
+    local p = assert(io.popen(cmd, mode))
+    return p, function() return p:close() end
+  end
+  local status = os.tmpname()
+  local p = assert(io.popen("( " .. cmd .. "\n); echo $? >'" .. status .. "'", mode))
+  return p, function()
+    p:close()
+    local f = assert(io.open(status))
+    local code = assert(tonumber(f:read("*a")))
+    f:close()
+    os.remove(status)
+    if code > 128 then return nil, "signal", code - 128 end
+    return code == 0 or nil, "exit", code
+  end
+end
+
 -- Runs fn() in a forked child of this process, which then ends with
 -- _exit (busted's state, copied, never runs on). Returns what fn returned
 -- (a string) or "error: " and its error, and how the child ended.
@@ -34,20 +56,20 @@ end
 -- The descriptors of a program this process executes, as fd -> what it
 -- is (`ls -l /proc/self/fd` run by a shell).
 local function exec_fds()
-  local p = assert(io.popen("exec ls -l /proc/self/fd"))
+  local p, close = popen("exec ls -l /proc/self/fd")
   local fds = {}
   for line in p:lines() do
     local fd, target = line:match(" (%d+) %-> (.*)$")
     if fd then fds[tonumber(fd)] = target end
   end
-  assert.are.same({ true, "exit", 0 }, { p:close() })
+  assert.are.same({ true, "exit", 0 }, { close() })
   return fds
 end
 
 -- What this process's descriptor fd is, seen from a shell.
 local function link_of(fd)
   local p = assert(io.popen("readlink /proc/$PPID/fd/" .. fd))
-  local target = p:read("l")
+  local target = p:read("*l")
   p:close()
   return target
 end

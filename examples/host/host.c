@@ -1,8 +1,9 @@
 /*
- * An example C host: embeds Lua 5.4, links lepoll statically, opens a pipe
- * of its own and hands the read end to a script. The script watches it
- * with an epoll set and gives the set back; the host then waits on the
- * set's descriptor in its own poll() loop and lets the script dispatch.
+ * An example C host: embeds Lua (5.1 to 5.4, or LuaJIT 2.1; the plain
+ * public API of each), links lepoll statically, opens a pipe of its own
+ * and hands the read end to a script. The script watches it with an epoll
+ * set and gives the set back; the host then waits on the set's descriptor
+ * in its own poll() loop and lets the script dispatch.
  *
  *   build/host examples/host/script.lua [messages]
  */
@@ -22,6 +23,11 @@
 
 #include "lepoll.h"
 
+/* Lua 5.1 and LuaJIT 2.0 name no status for success. */
+#ifndef LUA_OK
+#define LUA_OK 0
+#endif
+
 /* host.read(fd) -> the bytes available, "" at end of file, or nil when
  * nothing is there yet (the script watches a non-blocking pipe). */
 static int host_read(lua_State *L)
@@ -36,11 +42,6 @@ static int host_read(lua_State *L)
 	lua_pushlstring(L, buf, (size_t)n);
 	return 1;
 }
-
-static const luaL_Reg host_functions[] = {
-	{"read", host_read},
-	{NULL, NULL},
-};
 
 static int fail(lua_State *L, const char *what)
 {
@@ -79,9 +80,20 @@ int main(int argc, char **argv)
 	}
 	L = luaL_newstate();
 	luaL_openlibs(L);
-	luaL_requiref(L, "lepoll", luaopen_lepoll, 0); /* require "lepoll" finds it */
+	/* require "lepoll" finds it: */
+#if LUA_VERSION_NUM >= 502
+	luaL_requiref(L, "lepoll", luaopen_lepoll, 0);
 	lua_pop(L, 1);
-	luaL_newlib(L, host_functions);
+#else /* 5.1 and LuaJIT: no luaL_requiref, package.preload works everywhere */
+	lua_getglobal(L, "package");
+	lua_getfield(L, -1, "preload");
+	lua_pushcfunction(L, luaopen_lepoll);
+	lua_setfield(L, -2, "lepoll");
+	lua_pop(L, 2);
+#endif
+	lua_newtable(L); /* the host's functions, as the global host */
+	lua_pushcfunction(L, host_read);
+	lua_setfield(L, -2, "read");
 	lua_setglobal(L, "host");
 
 	/* The script gets the descriptor and returns (set, dispatcher). */
