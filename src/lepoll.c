@@ -730,9 +730,15 @@ static int m_close(lua_State *L)
 	return 0;
 }
 
+/* getmetatable(set) is reachable from Lua, so __gc may be handed a table
+ * that was given the metatable: only a set has anything to close. */
 static int m_gc(lua_State *L)
 {
-	(void)lep_close(toset(L)); /* nobody to tell */
+	int is_set = lua_type(L, 1) == LUA_TUSERDATA && lua_getmetatable(L, 1) &&
+	             lua_rawequal(L, -1, UV_SETMT);
+
+	if (is_set)
+		(void)lep_close(lua_touserdata(L, 1)); /* nobody to tell */
 	return 0;
 }
 

@@ -75,6 +75,21 @@ static inline lua_Integer lepoll_tointegerx(lua_State *L, int idx, int *isint)
 #undef lua_tointegerx
 #define lua_tointegerx lepoll_tointegerx
 
+/* As 5.3: a number, or a string convertible to one, with an exact integer
+ * value; 5.1's and 5.2's truncate, and cast out-of-range values. */
+static inline lua_Integer lepoll_checkinteger(lua_State *L, int arg)
+{
+	lua_Integer v = 0;
+
+	if (!lua_isnumber(L, arg))
+		luaL_typeerror(L, arg, "number");
+	if (!lepoll_number_to_integer(lua_tonumber(L, arg), &v))
+		luaL_argerror(L, arg, "number has no integer representation");
+	return v;
+}
+#undef luaL_checkinteger
+#define luaL_checkinteger lepoll_checkinteger
+
 static inline int lepoll_isinteger(lua_State *L, int idx)
 {
 	int ok;
