@@ -1,6 +1,7 @@
 -- A short tour of lepoll: one epoll set watching a pipe (from a child
 -- process) and a loopback TCP pair, moving a few bytes through them and
--- printing the set after every wait.  Run with `make demo`.
+-- printing the set after every wait.  Run with `make demo` (any Lua from
+-- 5.1 to 5.4, or LuaJIT: make demo LUA=lua5.1).
 local lepoll = require "lepoll"
 local socket = require "socket"
 
@@ -10,8 +11,7 @@ print("created      ", ep)
 -- The read end of a pipe: two lines from a child process, then EOF.
 local pipe = assert(io.popen("printf 'line one\\n'; sleep 0.05; printf 'line two\\n'", "r"))
 ep:set(pipe, "in")
-local pipe_fd -- file handles have no getfd, but the set knows it
-for fd in pairs(ep) do pipe_fd = fd end
+local pipe_fd = ep:tofd(pipe) -- file handles have no getfd, but the set knows it
 
 -- A TCP pair on loopback: the client sends "ping", the server answers "pong".
 local server = assert(socket.bind("127.0.0.1", 0))
@@ -25,11 +25,11 @@ ep:set(conn, "in|rdhup")
 ep:set(client, "out")
 print("watching     ", ep)
 
--- Names for the fds, to dispatch on.
+-- Names for the fds, to dispatch on: iter_ready gives them as tofd does.
 local fds = {
   [pipe_fd] = "pipe",
-  [math.tointeger(conn:getfd())] = "server side",
-  [math.tointeger(client:getfd())] = "client side",
+  [ep:tofd(conn)] = "server side",
+  [ep:tofd(client)] = "client side",
 }
 
 local handlers = {
@@ -59,7 +59,7 @@ local handlers = {
   ["pipe"] = function()
     -- Ready means a read will not block: a line, or EOF once the child
     -- exits (flags "hup"). The lines are short writes, each read whole.
-    local line = pipe:read("l")
+    local line = pipe:read("*l") -- "*l": Lua 5.1 and 5.2 know no "l"
     if line then
       print("               pipe said", line)
     else

@@ -5,7 +5,10 @@
 --
 -- As a program:
 --
---     lua5.4 examples/echo_server.lua [port [host]]
+--     lua examples/echo_server.lua [port [host]]
+--
+-- (any Lua from 5.1 to 5.4, or LuaJIT: the loop and the server are closed
+-- explicitly where Lua 5.4 alone could declare them `<close>`)
 --
 -- listens on host (default 127.0.0.1) and port (default 0: any free port),
 -- prints `listening on HOST:PORT`, and serves until end of input on stdin
@@ -21,7 +24,7 @@
 --     local server = echo.start(l, { port = 0 })   -- l: a lepoll.loop
 --     print(server.host, server.port)
 --     ... l:run() ...
---     server:close()
+--     server:close()       -- or, on Lua 5.4: local server <close> = ...
 --
 -- Each client has an output buffer: what was read and not yet sent back.
 -- The watcher asks for "out" only while that buffer is not empty, and stops
@@ -184,13 +187,15 @@ Server.__close = Server.close
 local function main(port, host)
   port = tonumber(port or 0)
   if not port then
-    io.stderr:write("usage: lua5.4 examples/echo_server.lua [port [host]]\n")
+    -- arg[-1]: the interpreter as it was invoked (lua5.4, luajit, ...)
+    io.stderr:write(("usage: %s examples/echo_server.lua [port [host]]\n"):format(arg and arg[-1] or "lua"))
     os.exit(2)
   end
-  local l <close> = loop.new()
-  local server <close>, err = M.start(l, { host = host, port = port })
+  local l = loop.new()
+  local server, err = M.start(l, { host = host, port = port })
   if not server then
     io.stderr:write("echo_server: ", err, "\n")
+    l:close()
     os.exit(1)
   end
   local stdin
@@ -213,13 +218,16 @@ local function main(port, host)
   -- Ctrl-C makes the interpreter raise "interrupted!" in whatever Lua code
   -- runs next, here within run: a clean stop too.
   local ran, why = pcall(l.run, l)
-  if not ran then
-    if type(why) ~= "string" or not why:find("interrupted!$") then error(why, 0) end
-    stop()
+  if not ran and (type(why) ~= "string" or not why:find("interrupted!$")) then
+    server:close()
+    l:close()
+    error(why, 0)
   end
+  stop() -- after Ctrl-C; at the end of input, stopped already
+  l:close()
 end
 
--- Run as the program (lua5.4 examples/echo_server.lua ...): the chunk was
+-- Run as the program (lua examples/echo_server.lua ...): the chunk was
 -- loaded from the script named on the command line. Otherwise a module.
 if arg and arg[0] and debug.getinfo(1, "S").source == "@" .. arg[0] then
   main(...)

@@ -2,12 +2,15 @@
 -- line as soon as it is complete, a heartbeat on stderr every few seconds
 -- while it waits, and the rest at the end of input, then exits.
 --
---     lua5.4 examples/tail.lua [interval [path]]
+--     lua examples/tail.lua [interval [path]]
+--
+-- (any Lua from 5.1 to 5.4, or LuaJIT: the loop is closed explicitly where
+-- Lua 5.4 alone could say `local l <close> = loop.new()`).
 --
 -- interval: seconds between heartbeats (default 5); path: what to follow
 -- instead of stdin, anything epoll can watch (a named pipe, a terminal, a
 -- character device that polls) but not a regular file, which epoll refuses
--- (follow one with `tail -f FILE | lua5.4 examples/tail.lua`). Stdout is a
+-- (follow one with `tail -f FILE | lua examples/tail.lua`). Stdout is a
 -- copy of the input; stderr has the heartbeats,
 --
 --     tail: heartbeat 3: 2 lines, 11 bytes
@@ -35,7 +38,8 @@ local loop = require "lepoll.loop"
 local interval, path = ...
 interval = tonumber(interval or 5)
 if not interval or interval <= 0 then
-  io.stderr:write("usage: lua5.4 examples/tail.lua [interval [path]]\n")
+  -- arg[-1]: the interpreter as it was invoked (lua5.4, luajit, ...)
+  io.stderr:write(("usage: %s examples/tail.lua [interval [path]]\n"):format(arg and arg[-1] or "lua"))
   os.exit(2)
 end
 
@@ -50,7 +54,7 @@ if path then
 end
 input:setvbuf("no") -- before any read: nothing is ever read ahead
 
-local l <close> = loop.new()
+local l = loop.new()
 local line, lines, bytes = {}, 0, 0
 
 local function emit()
@@ -90,8 +94,12 @@ end
 local ok, err = pcall(l.io, l, input, "in", on_input)
 if not ok then
   io.stderr:write(("tail: cannot follow %s: %s\n"):format(path or "stdin", tostring(err)))
+  l:close()
   os.exit(2)
 end
 
-l:run() -- until the watcher and the heartbeat are stopped
+-- Until the watcher and the heartbeat are stopped. An error out of run ends
+-- the program, with its traceback: the kernel closes the set then.
+l:run()
+l:close()
 if failure then os.exit(1) end

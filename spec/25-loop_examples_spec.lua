@@ -1,13 +1,19 @@
--- The lepoll.loop examples, run as documented: examples/tail.lua following
--- pipes (with its heartbeat), and examples/roundtrip.lua (what `make demo`
--- runs after the core's tour). Each runs in a child process under
--- `timeout`, so that nothing can hang.
+-- The examples, run as documented: examples/tail.lua following pipes (with
+-- its heartbeat), and what `make demo` runs: examples/demo.lua (the core's
+-- tour) and examples/roundtrip.lua. Each runs in a child process under
+-- `timeout`, so that nothing can hang, under the interpreter that runs the
+-- suite (H.LUA): the examples are written for every version.
 local H = require "support.helpers"
 
 local C = H.cleanups(function(fn) finally(fn) end)
 local defer = C.defer
 
-local LUA = "lua5.4"
+local LUA = H.LUA
+
+-- Whether file:close of an io.popen file tells how the command exited
+-- (true, "exit", 0 / nil, "exit"|"signal", n): from Lua 5.2 on, not on 5.1
+-- nor LuaJIT, where the shell writes the status to a file instead.
+local POPEN_STATUS = H.LUA_VERSION >= 502 and not H.JIT
 
 local function quote(s)
   return "'" .. s:gsub("'", "'\\''") .. "'"
@@ -25,23 +31,38 @@ end
 
 local function slurp(path)
   local f = assert(io.open(path, "rb"))
-  local data = f:read("a")
+  local data = f:read("*a")
   f:close()
   return data
 end
 
+-- How a command exited, as file:close reports it, from the shell's status
+-- ($?: 128 + n after signal n).
+local function shell_status(n)
+  if n == 0 then return { true, "exit", 0 } end
+  if n > 128 then return { nil, "signal", n - 128 } end
+  return { nil, "exit", n }
+end
+
 -- Runs a shell command; returns its stdout, its stderr and how it exited.
 local function run(cmd)
-  local err = tmpname()
-  local p = assert(io.popen(("%s 2>%s"):format(cmd, quote(err))))
-  local out = p:read("a")
-  local ok, how, code = p:close()
-  return out, slurp(err), { ok, how, code }
+  local err, status = tmpname(), nil
+  if not POPEN_STATUS then
+    status = tmpname()
+    cmd = ("%s 2>%s; echo $? >%s"):format(cmd, quote(err), quote(status))
+  else
+    cmd = ("%s 2>%s"):format(cmd, quote(err))
+  end
+  local p = assert(io.popen(cmd))
+  local out = p:read("*a")
+  local how = { p:close() }
+  if status then how = shell_status(assert(tonumber(slurp(status)), "no exit status")) end
+  return out, slurp(err), how
 end
 
 local EXIT_0 = { true, "exit", 0 }
 
--- `timeout 20 lua5.4 examples/NAME.lua ARGS`, for a shell command line.
+-- `timeout 20 LUA examples/NAME.lua ARGS`, for a shell command line.
 local function example(name, args)
   return ("%s timeout 20 %s examples/%s.lua%s"):format(ENV, LUA, name, args and " " .. args or "")
 end
@@ -52,7 +73,7 @@ local function lines(s)
   return list
 end
 
-describe("the lepoll.loop examples", function()
+describe("the examples", function()
   H.no_fd_leaks(lazy_setup, lazy_teardown)
 
   describe("tail", function()
@@ -117,8 +138,31 @@ describe("the lepoll.loop examples", function()
 
     it("refuses a bad interval with its usage, exiting 2", function()
       local out, err, how = run("printf '' | " .. example("tail", "0"))
-      assert.are.same({ "", "usage: lua5.4 examples/tail.lua [interval [path]]\n", { nil, "exit", 2 } },
+      assert.are.same({ "", ("usage: %s examples/tail.lua [interval [path]]\n"):format(LUA), { nil, "exit", 2 } },
         { out, err, how })
+    end)
+  end)
+
+  describe("demo", function()
+    it("tours the core on a pipe and a TCP pair, printing the set, and exits 0", function()
+      local out, err, how = run(example("demo"))
+      assert.are.same({ "", EXIT_0 }, { err, how })
+      local said = lines(out)
+      assert.matches("^created      \tepoll{fd=%d+, num_file_descrs=%d+, max_ready_events=256, flags_by_fd={}, "
+        .. "ready={}}$", said[1])
+      assert.are.equal("closed       \tepoll{closed}", said[#said])
+      local events = {}
+      for _, line in ipairs(said) do
+        local what = line:match("^               (.*)$")
+        if what then events[#events + 1] = what end
+      end
+      -- The pipe's lines and the TCP exchange interleave as the kernel says.
+      local pipe, tcp = {}, {}
+      for _, what in ipairs(events) do
+        table.insert(what:find("^pipe") and pipe or tcp, what)
+      end
+      assert.are.same({ "pipe said\tline one", "pipe said\tline two", "pipe closed by the child" }, pipe)
+      assert.are.same({ "server got\tping", "client got\tpong", "client shut down its side" }, tcp)
     end)
   end)
 

@@ -2,8 +2,30 @@
 --
 -- One epoll set per loop; I/O watchers (callbacks per descriptor), timers
 -- in a binary min-heap, and tasks (coroutines) that wait for readability,
--- writability or time. Written for Lua 5.4, loadable on 5.1 to 5.3 and
--- LuaJIT: no attributes, no integer division, no bit operators.
+-- writability or time.
+--
+-- Lua versions. Written for Lua 5.4; runs on 5.1, 5.2, 5.3 and LuaJIT 2.1
+-- too (no attributes, no integer division, no bit operators, no goto; the
+-- set is walked with ep:iter, not pairs). What differs before 5.4:
+--   - a loop closes at scope exit as `local l <close> = loop.new()`, and
+--     l:close() closes the to-be-closed variables of the tasks it ends,
+--     on Lua 5.4 only (<close>, __close and coroutine.close are 5.4's);
+--   - a loop that is collected without close: on 5.2 and 5.3 its __gc
+--     closes it; on 5.1 and LuaJIT tables have no __gc, and the set's own
+--     __gc closes its epoll descriptor (the loop then holds nothing else);
+--   - a task waits (readable, writable, sleep) by yielding to the loop, so
+--     it cannot wait where its coroutine cannot yield: inside a pcall or
+--     xpcall on Lua 5.1 (5.2 and later, and LuaJIT, yield across them), in
+--     a metamethod on 5.1, or in a function a C function calls back
+--     (table.sort's comparator, string.gsub's replacement) on every
+--     version. The wait then raises an error and leaves nothing behind:
+--     Lua's own "attempt to yield across ... C-call boundary" on 5.1 and
+--     5.2 (a first yield to the loop, resumed at once, finds out), ours,
+--     naming the function, where coroutine.isyieldable tells (5.3, 5.4,
+--     LuaJIT);
+--   - errors: an error value is re-raised by run unchanged on every
+--     version, but Lua 5.1, 5.2 and LuaJIT themselves turn error(42) into
+--     the string "file:line: 42" (5.3 and later keep the number).
 --
 -- A round of the loop:
 --   1. events left over by a round that an error interrupted are dispatched;
@@ -21,6 +43,7 @@ local lepoll = require "lepoll"
 local create, clock, has, toflags = lepoll.create, lepoll.now, lepoll.has, lepoll.flags
 local co_create, co_resume, co_yield = coroutine.create, coroutine.resume, coroutine.yield
 local co_status, co_running, co_close = coroutine.status, coroutine.running, coroutine.close
+local co_isyieldable = coroutine.isyieldable -- Lua 5.3+, LuaJIT 2.1
 local xpcall, pcall, error, type, select, next = xpcall, pcall, error, type, select, next
 local pairs, ipairs, setmetatable, getmetatable = pairs, ipairs, setmetatable, getmetatable
 local tostring, rawequal = tostring, rawequal
@@ -41,6 +64,9 @@ local MODES = { default = true, once = true, nowait = true }
 
 -- What a task yields to the loop; anything else is a stray yield.
 local TOKEN = setmetatable({}, { __tostring = function() return "lepoll.loop yield" end })
+-- Where coroutine.isyieldable is missing (5.1, 5.2), what a task yields
+-- before it waits, to find out whether it can: the loop resumes it at once.
+local PROBE = not co_isyieldable and setmetatable({}, { __tostring = function() return "lepoll.loop probe" end })
 
 -- This file's name as positions show it, to move the position of errors
 -- raised by lepoll on our calls to the caller's line.
@@ -167,7 +193,12 @@ end
 
 ------------------------------------------------------------ descriptors
 
-local function do_tofd(ep, fd) return ep:tofd(fd) end
+-- Not a tail call: LuaJIT would then name the method '?' in its argument
+-- errors, and count the arguments from self.
+local function do_tofd(ep, fd)
+  local res = ep:tofd(fd)
+  return res
+end
 
 -- Any descriptor lepoll accepts, as the integer the set reports, resolved
 -- by the set itself; its argument errors are given as this function's.
@@ -274,6 +305,7 @@ local function resume(self, task, ...)
   local ok, v = co_resume(co, ...)
   if ok and co_status(co) == "suspended" then
     if rawequal(v, TOKEN) then return end -- waiting: the wait set its state
+    if PROBE and rawequal(v, PROBE) then return resume(self, task) end -- about to wait
     ok, v = false, format("%s yielded to the loop outside readable, writable or sleep",
       describe(task))
   end
@@ -339,6 +371,18 @@ local function this_task(self, name, level)
   return task
 end
 
+-- Errors, before a wait registers anything, when the task cannot yield
+-- there (see the top of this file).
+local function check_yieldable(name, level)
+  if co_isyieldable then
+    if not co_isyieldable() then
+      error(format("%s cannot wait here: the task would yield across a C-call boundary", name), level + 1)
+    end
+  else
+    co_yield(PROBE) -- raises Lua's own error when it cannot yield
+  end
+end
+
 local function task_timer_start(self, task, deadline)
   local t = task.timer
   if not t then
@@ -364,6 +408,7 @@ local function wait_fd(self, obj, timeout, reading, name)
   if mine[fd] then
     error(format("fd %d already has a task waiting to %s", fd, reading and "read" or "write"), 3)
   end
+  check_yieldable(name, 3)
   kernel_set(self.ep, fd, others[fd] and INOUT or (reading and IN or OUT), 3)
   mine[fd] = task
   task.wait_fd, task.wait_dir, task.round = fd, reading and "r" or "w", self.round
@@ -643,6 +688,7 @@ end
 function Loop:sleep(seconds)
   local task = this_task(self, "sleep", 2)
   seconds = check_seconds(seconds, 1, "sleep", "seconds", 2)
+  check_yieldable("sleep", 2)
   task_timer_start(self, task, self.clock() + seconds)
   task.state = "waiting"
   local ok = co_yield(TOKEN)
@@ -750,12 +796,14 @@ function Loop:invariant()
         tostring(ep:find(fd)), want) end
     end
   end
-  for fd in pairs(ep) do
+  -- ep:iter, not pairs(ep): __pairs does nothing on Lua 5.1 and LuaJIT.
+  -- The first stray fd is failed on after the walk, at this level.
+  local stray
+  ep:iter(function(fd)
     nfd = nfd + 1
-    if not (self.watchers[fd] or self.readers[fd] or self.writers[fd]) then
-      fail("fd %d is in the set with no watcher or task", fd)
-    end
-  end
+    if not stray and not (self.watchers[fd] or self.readers[fd] or self.writers[fd]) then stray = fd end
+  end)
+  if stray then fail("fd %d is in the set with no watcher or task", stray) end
   -- The heap.
   local heap, users = self.heap, 0
   for i = 1, self.nheap do
