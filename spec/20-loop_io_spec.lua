@@ -12,21 +12,6 @@ local IN, OUT, HUP, RDHUP, ET, ONESHOT = lepoll.IN, lepoll.OUT, lepoll.HUP, lepo
 -- integral number is already what the loop gives.
 local tointeger = math.tointeger or function(n) return n end
 
--- H.alloc_growth, with LuaJIT's compiler flushed and off while it counts:
--- the traces LuaJIT compiles, whenever it sees fit, are counted by
--- collectgarbage("count") too, and it is the loop's own allocations that
--- must be none. Elsewhere, H.alloc_growth itself.
-local function alloc_growth(...)
-  local jit = rawget(_G, "jit")
-  if not jit then return H.alloc_growth(...) end
-  jit.flush()
-  jit.off()
-  local ok, growth = pcall(H.alloc_growth, ...)
-  jit.on()
-  assert(ok, growth)
-  return growth
-end
-
 local C = H.cleanups(function(fn) finally(fn) end)
 local defer, pipe, socketpair = C.defer, C.pipe, C.socketpair
 
@@ -542,7 +527,7 @@ describe("lepoll.loop I/O watchers", function()
         if not l:run("once") then bad = bad + 1 end
       end
     end
-    assert.are.equal(0, alloc_growth(rounds, 2000, 10000))
+    assert.are.equal(0, H.alloc_growth(rounds, 2000, 10000))
     assert.are.equal(0, bad)
     assert.are.equal(12010, calls)
   end)

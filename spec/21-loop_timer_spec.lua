@@ -6,21 +6,6 @@ local loop = require "lepoll.loop"
 local H = require "support.helpers"
 local T = H.T
 
--- H.alloc_growth, with LuaJIT's compiler flushed and off while it counts:
--- the traces LuaJIT compiles, whenever it sees fit, are counted by
--- collectgarbage("count") too, and it is the loop's own allocations that
--- must be none. Elsewhere, H.alloc_growth itself.
-local function alloc_growth(...)
-  local jit = rawget(_G, "jit")
-  if not jit then return H.alloc_growth(...) end
-  jit.flush()
-  jit.off()
-  local ok, growth = pcall(H.alloc_growth, ...)
-  jit.on()
-  assert(ok, growth)
-  return growth
-end
-
 local C = H.cleanups(function(fn) finally(fn) end)
 local defer, pipe = C.defer, C.pipe
 
@@ -495,7 +480,7 @@ describe("lepoll.loop timers", function()
         if not l:run("nowait") then bad = bad + 1 end
       end
     end
-    assert.are.equal(0, alloc_growth(rounds, 1000, 10000))
+    assert.are.equal(0, H.alloc_growth(rounds, 1000, 10000))
     assert.are.equal(0, bad)
     assert.are.equal(11010, ticks)
   end)

@@ -5,21 +5,6 @@ local loop = require "lepoll.loop"
 local H = require "support.helpers"
 local T = H.T
 
--- H.alloc_growth, with LuaJIT's compiler flushed and off while it counts:
--- the traces LuaJIT compiles, whenever it sees fit, are counted by
--- collectgarbage("count") too, and it is the loop's own allocations that
--- must be none. Elsewhere, H.alloc_growth itself.
-local function alloc_growth(...)
-  local jit = rawget(_G, "jit")
-  if not jit then return H.alloc_growth(...) end
-  jit.flush()
-  jit.off()
-  local ok, growth = pcall(H.alloc_growth, ...)
-  jit.on()
-  assert(ok, growth)
-  return growth
-end
-
 local C = H.cleanups(function(fn) finally(fn) end)
 local defer, pipe, socketpair = C.defer, C.pipe, C.socketpair
 
@@ -547,7 +532,7 @@ describe("lepoll.loop tasks", function()
         if not l:run("once") then bad = bad + 1 end
       end
     end
-    assert.are.equal(0, alloc_growth(rounds, 2000, 10000))
+    assert.are.equal(0, H.alloc_growth(rounds, 2000, 10000))
     assert.are.equal(0, bad)
     assert.is_true(rounds_done > 1000)
   end)
