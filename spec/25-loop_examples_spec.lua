@@ -10,11 +10,6 @@ local defer = C.defer
 
 local LUA = H.LUA
 
--- Whether file:close of an io.popen file tells how the command exited
--- (true, "exit", 0 / nil, "exit"|"signal", n): from Lua 5.2 on, not on 5.1
--- nor LuaJIT, where the shell writes the status to a file instead.
-local POPEN_STATUS = H.LUA_VERSION >= 502 and not H.JIT
-
 local function quote(s)
   return "'" .. s:gsub("'", "'\\''") .. "'"
 end
@@ -36,27 +31,12 @@ local function slurp(path)
   return data
 end
 
--- How a command exited, as file:close reports it, from the shell's status
--- ($?: 128 + n after signal n).
-local function shell_status(n)
-  if n == 0 then return { true, "exit", 0 } end
-  if n > 128 then return { nil, "signal", n - 128 } end
-  return { nil, "exit", n }
-end
-
 -- Runs a shell command; returns its stdout, its stderr and how it exited.
 local function run(cmd)
-  local err, status = tmpname(), nil
-  if not POPEN_STATUS then
-    status = tmpname()
-    cmd = ("%s 2>%s; echo $? >%s"):format(cmd, quote(err), quote(status))
-  else
-    cmd = ("%s 2>%s"):format(cmd, quote(err))
-  end
-  local p = assert(io.popen(cmd))
+  local err = tmpname()
+  local p, close = H.popen(("%s 2>%s"):format(cmd, quote(err)))
   local out = p:read("*a")
-  local how = { p:close() }
-  if status then how = shell_status(assert(tonumber(slurp(status)), "no exit status")) end
+  local how = { close() }
   return out, slurp(err), how
 end
 

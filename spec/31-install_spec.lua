@@ -6,27 +6,7 @@ local H = require "support.helpers"
 -- The version directory of the Lua under test: "5.1" for LuaJIT.
 local V = _VERSION:match("^Lua (%d+%.%d+)$")
 
--- io.popen(cmd, mode), and a function that closes it and says how the
--- command ended, as p:close() does from Lua 5.2 on: true or nil, "exit" or
--- "signal", the code. The close of 5.1 and LuaJIT says only true, so there
--- the shell writes the subshell's $? to a file (signal n shows as 128 + n).
-local function popen(cmd, mode)
-  if H.LUA_VERSION >= 502 then
-    local p = assert(io.popen(cmd, mode))
-    return p, function() return p:close() end
-  end
-  local status = os.tmpname()
-  local p = assert(io.popen("( " .. cmd .. "\n); echo $? >'" .. status .. "'", mode))
-  return p, function()
-    p:close()
-    local f = assert(io.open(status))
-    local code = assert(tonumber(f:read("*a")))
-    f:close()
-    os.remove(status)
-    if code > 128 then return nil, "signal", code - 128 end
-    return code == 0 or nil, "exit", code
-  end
-end
+local popen = H.popen
 
 local function sh(cmd)
   local p, close = popen(cmd .. " 2>&1")
@@ -83,9 +63,7 @@ describe("make install", function()
       assert.are.equal("true\ttrue\n", out)
       -- Loaded from there, and only from there: package.searchpath where
       -- the interpreter has it (not 5.1), else the same search written out.
-      local searchpath = "local searchpath = package.searchpath or function(name, path) "
-        .. "for t in path:gmatch('[^;]+') do local f = t:gsub('%?', (name:gsub('%.', '/'))) "
-        .. "local h = io.open(f) if h then h:close() return f end end end "
+      local searchpath = H.SEARCHPATH_SRC
       ok, out = sh("LUA_CPATH='" .. root .. "/usr/local/lib/lua/" .. V .. "/?.so' LUA_PATH='" .. root
         .. "/usr/local/share/lua/" .. V .. "/?.lua' " .. H.LUA .. " -e \"" .. searchpath
         .. "local l = require 'lepoll' local loop = require 'lepoll.loop' "

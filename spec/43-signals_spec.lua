@@ -18,27 +18,7 @@ local function quote(s)
   return "'" .. s:gsub("'", "'\\''") .. "'"
 end
 
--- io.popen(cmd, mode), and a function that closes it and says how the
--- command ended, as p:close() does from Lua 5.2 on: true or nil, "exit" or
--- "signal", the code. The close of 5.1 and LuaJIT says only true, so there
--- the shell writes the subshell's $? to a file (signal n shows as 128 + n).
-local function popen(cmd, mode)
-  if H.LUA_VERSION >= 502 then
-    local p = assert(io.popen(cmd, mode))
-    return p, function() return p:close() end
-  end
-  local status = os.tmpname()
-  local p = assert(io.popen("( " .. cmd .. "\n); echo $? >'" .. status .. "'", mode))
-  return p, function()
-    p:close()
-    local f = assert(io.open(status))
-    local code = assert(tonumber(f:read("*a")))
-    f:close()
-    os.remove(status)
-    if code > 128 then return nil, "signal", code - 128 end
-    return code == 0 or nil, "exit", code
-  end
-end
+local popen = H.popen
 
 -- Starts the storm; it stops when the test ends.
 local function storm()

@@ -72,6 +72,35 @@ end
 -- a without the bits of b
 function H.bclear(a, b) return bits(a, b, function(x, y) return x and not y end) end
 
+-- io.popen(cmd, mode), and a function that closes it and says how the
+-- command ended, as p:close() does from Lua 5.2 on: true or nil, "exit" or
+-- "signal", the code. The close of 5.1 and LuaJIT says only true, so there
+-- the shell writes the subshell's $? to a file (signal n shows as 128 + n).
+function H.popen(cmd, mode)
+  if H.LUA_VERSION >= 502 then
+    local p = assert(io.popen(cmd, mode))
+    return p, function() return p:close() end
+  end
+  local status = os.tmpname()
+  local p = assert(io.popen("( " .. cmd .. "\n); echo $? >'" .. status .. "'", mode))
+  return p, function()
+    p:close()
+    local f = assert(io.open(status))
+    local code = assert(tonumber(f:read("*a")))
+    f:close()
+    os.remove(status)
+    if code > 128 then return nil, "signal", code - 128 end
+    return code == 0 or nil, "exit", code
+  end
+end
+
+-- package.searchpath as Lua source for a child interpreter's -e script,
+-- defining a local `searchpath`: the library's where it exists (not 5.1),
+-- else the same search written out.
+H.SEARCHPATH_SRC = "local searchpath = package.searchpath or function(name, path) "
+  .. "for t in path:gmatch('[^;]+') do local f = t:gsub('%?', (name:gsub('%.', '/'))) "
+  .. "local h = io.open(f) if h then h:close() return f end end end "
+
 -- math.type where it exists; before 5.3 every number is a "float" unless
 -- integral, which is what an integer looks like there.
 function H.numtype(v)
