@@ -9,14 +9,21 @@
 # gnuplot-nox for the plot to come), installed when missing. The raw C
 # contender lives in build/bench/benchc.so (bench/benchc.c), a bench-only
 # module, so it runs in the driver's process, interleaved with the rest.
+# The echo-server benchmark (bench/echo.lua, bench/echo/) runs separate
+# processes: a C load generator and each server in turn; make bench-echo
+# runs it alone (ECHO_ROUNDS, ECHO_SECONDS: measured seconds per run) and
+# writes build/bench/echo.md, the section bench/RESULTS.md takes in.
 BENCH_DIR       := $(BUILD)/bench
 BENCH_SO        := $(BENCH_DIR)/benchc.so
 BENCH_PACKAGES  := lua-luv lua-cqueues lua-socket gnuplot-nox
 BENCH_ROUNDS    ?= 7
 BENCH_BUDGET_MS ?= 40
+ECHO_BIN        := $(BENCH_DIR)/echo-loadgen $(BENCH_DIR)/echo-server
+ECHO_ROUNDS     ?= 5
+ECHO_SECONDS    ?= 2
 BENCH_ENV        = LUA_CPATH="$(BENCH_DIR)/?.so;$(BUILD)/?.so;;" LUA_PATH="lua/?.lua;lua/?/init.lua;;"
 
-.PHONY: bench bench-smoke deps-bench
+.PHONY: bench bench-smoke bench-echo deps-bench
 
 deps-bench: deps
 	@tools/ensure-deps $(BENCH_PACKAGES)
@@ -25,9 +32,20 @@ $(BENCH_SO): bench/benchc.c | deps-bench
 	@mkdir -p $(BENCH_DIR)
 	$(CC) $(ALL_CFLAGS) $(LIBFLAG) -o $@ $<
 
-bench: $(BUILD)/lepoll.so $(BENCH_SO) | deps-bench
+# The echo programs are plain C: no Lua.
+$(BENCH_DIR)/echo-%: bench/echo/%.c | deps-bench
+	@mkdir -p $(BENCH_DIR)
+	$(CC) -std=c99 $(WARN) $(CFLAGS) -o $@ $<
+
+# The echo section is written first, so that the report can take it in.
+bench-echo: $(BUILD)/lepoll.so $(ECHO_BIN) | deps-bench
+	$(BENCH_ENV) $(LUA) bench/echo.lua --lua $(LUA) --rounds $(ECHO_ROUNDS) --seconds $(ECHO_SECONDS) \
+	    --out $(BENCH_DIR)/echo.md
+
+bench: bench-echo $(BUILD)/lepoll.so $(BENCH_SO) | deps-bench
 	$(BENCH_ENV) $(LUA) bench/run.lua --rounds $(BENCH_ROUNDS) --budget-ms $(BENCH_BUDGET_MS) \
 	    --out bench/RESULTS.md
 
-bench-smoke: $(BUILD)/lepoll.so $(BENCH_SO) | deps-bench
+bench-smoke: $(BUILD)/lepoll.so $(BENCH_SO) $(ECHO_BIN) | deps-bench
 	$(BENCH_ENV) $(LUA) bench/run.lua --smoke
+	$(BENCH_ENV) $(LUA) bench/echo.lua --lua $(LUA) --smoke
