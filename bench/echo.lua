@@ -193,8 +193,8 @@ local function report()
 	add(("The machine has %s online CPUs, shared by the server and the load generator, so a round trip " ..
 		"costs both, and where the load generator's CPU is near 1.00 it is the limit, not the server. %s")
 		:format(sh("nproc"), PIN and ("The server is pinned to CPU %d and the load generator to CPU %d " ..
-			"(sched_setaffinity): measured here, that gave higher and steadier rates than leaving them to " ..
-			"the scheduler, which at times ran both on one CPU."):format(cpus[1], cpus[2])
+			"(sched_setaffinity): in trials here, pinned runs were as fast or faster than runs left to the " ..
+			"scheduler, and steadier (unpinned runs at times fell to about half)."):format(cpus[1], cpus[2])
 		or "Neither process is pinned (`--no-pin`, or fewer than 2 CPUs allowed)."))
 	add()
 	add("| server | rt/s (min–max) | × C server | server CPU | load generator CPU | server CPU µs per rt |")
@@ -214,6 +214,15 @@ local function report()
 	add(("| echo: lepoll ≥ 3× socket.select (rt/s, %d connections) | %s |"):format(opt.conns,
 		verdict(by.lepoll, by.select, 3)))
 	add()
+	if c.median and by.select.median then
+		add(("Why socket.select keeps up here: every connection is busy, so each wait returns nearly all of " ..
+			"them (strace, when this benchmark was written: about 100 events per `epoll_wait` or `select`), " ..
+			"and select's scan of all watched sockets is shared by as many events as epoll's; and the " ..
+			"kernel's loopback TCP work, the same for every server, is most of each server's CPU (perf: the " ..
+			"send path alone 55–65%%). Even the C server reached %.2f× socket.select's rate in this run.")
+			:format(c.median / by.select.median))
+		add()
+	end
 	return table.concat(L, "\n")
 end
 
