@@ -2,11 +2,13 @@
 # Benchmarks (issue 5): lepoll against raw C, luv, cqueues and socket.select.
 #   make bench        every benchmark, full sizes, several interleaved rounds;
 #                     writes bench/RESULTS.md (BENCH_ROUNDS, BENCH_BUDGET_MS:
-#                     the time each contender runs per round)
+#                     the time each contender runs per round), with the
+#                     echo section (bench-echo), the instruction counts
+#                     (bench-profile, mk/profile.mk) and bench/scaling.png
 #   make bench-smoke  every benchmark at tiny sizes, one short round, for CI;
 #                     ends with "N passed, N failed" (benchmarks that ran)
 # The peers come from Debian's packages (lua-luv, lua-cqueues, lua-socket;
-# gnuplot-nox for the plot to come), installed when missing. The raw C
+# gnuplot-nox for the plot), installed when missing. The raw C
 # contender lives in build/bench/benchc.so (bench/benchc.c), a bench-only
 # module, so it runs in the driver's process, interleaved with the rest.
 # The echo-server benchmark (bench/echo.lua, bench/echo/) runs separate
@@ -16,8 +18,8 @@
 BENCH_DIR       := $(BUILD)/bench
 BENCH_SO        := $(BENCH_DIR)/benchc.so
 BENCH_PACKAGES  := lua-luv lua-cqueues lua-socket gnuplot-nox
-BENCH_ROUNDS    ?= 7
-BENCH_BUDGET_MS ?= 40
+BENCH_ROUNDS    ?= 15
+BENCH_BUDGET_MS ?= 20
 ECHO_BIN        := $(BENCH_DIR)/echo-loadgen $(BENCH_DIR)/echo-server
 ECHO_ROUNDS     ?= 5
 ECHO_SECONDS    ?= 2
@@ -42,8 +44,9 @@ bench-echo: $(BUILD)/lepoll.so $(ECHO_BIN) | deps-bench
 	$(BENCH_ENV) $(LUA) bench/echo.lua --lua $(LUA) --rounds $(ECHO_ROUNDS) --seconds $(ECHO_SECONDS) \
 	    --out $(BENCH_DIR)/echo.md
 
-bench: bench-echo $(BUILD)/lepoll.so $(BENCH_SO) | deps-bench
+bench: bench-echo bench-profile $(BUILD)/lepoll.so $(BENCH_SO) | deps-bench
 	$(BENCH_ENV) $(LUA) bench/run.lua --rounds $(BENCH_ROUNDS) --budget-ms $(BENCH_BUDGET_MS) \
+	    --echo $(BENCH_DIR)/echo.md --profile $(BENCH_PROFILE) --plot bench/scaling.png \
 	    --out bench/RESULTS.md
 
 bench-smoke: $(BUILD)/lepoll.so $(BENCH_SO) $(ECHO_BIN) | deps-bench
