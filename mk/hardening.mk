@@ -52,9 +52,9 @@ $(ASAN_DIR)/obj/%.o: src/%.c $(HDR) | deps
 $(ASAN_DIR)/lepoll.so: $(ASAN_OBJ)
 	$(CC) $(LIBFLAG) $(ASAN_CFLAGS) -o $@ $(ASAN_OBJ)
 
-$(ASAN_DIR)/spec/lepoll_test.so: spec/support/lepoll_test.c | deps
+$(ASAN_DIR)/spec/lepoll_test.so: spec/support/lepoll_test.c src/lepoll_compat.h | deps
 	@mkdir -p $(ASAN_DIR)/spec
-	$(CC) $(ALL_CFLAGS) $(ASAN_CFLAGS) $(LIBFLAG) -o $@ $<
+	$(CC) $(ALL_CFLAGS) -Isrc $(ASAN_CFLAGS) $(LIBFLAG) -o $@ $<
 
 $(ASAN_DIR)/core_test: test/c/core_test.c src/lepoll_core.c src/lepoll_core.h | deps
 	@mkdir -p $(ASAN_DIR)
