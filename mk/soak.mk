@@ -13,6 +13,9 @@ SOAK_SECONDS       ?= 60
 SOAK_STEPS         ?= 40000
 SOAK_SCALE_SECONDS ?= 20
 
+# The Lua under test, as make test runs it (LUA=lua5.1 and the like too).
+SOAK_ENV = LEPOLL_BUILD=$(BUILD) LEPOLL_LUA=$(LUA)
+
 .PHONY: soak
 
 soak: all $(BUILD)/spec/lepoll_test.so
@@ -20,12 +23,12 @@ soak: all $(BUILD)/spec/lepoll_test.so
 	while :; do \
 	    runs=$$((runs + 1)); \
 	    echo "soak: model run $$runs, $(SOAK_STEPS) steps"; \
-	    LEPOLL_MODEL_STEPS=$(SOAK_STEPS) $(BUSTED) --lua=$(LUA) spec/40-model_spec.lua \
+	    LEPOLL_MODEL_STEPS=$(SOAK_STEPS) $(SOAK_ENV) $(BUSTED) --run=$(LUA) spec/40-model_spec.lua \
 	        || { echo "soak: model run $$runs failed (seed and replay above)"; exit 1; }; \
 	    [ -z "$$LEPOLL_SEED" ] || break; \
 	    [ $$(( $$(date +%s) - start )) -lt $(SOAK_SECONDS) ] || break; \
 	done; \
 	echo "soak: scale, $(SOAK_SCALE_SECONDS) s of churn"; \
-	LEPOLL_SCALE_SECONDS=$(SOAK_SCALE_SECONDS) $(BUSTED) --lua=$(LUA) spec/41-scale_spec.lua \
+	LEPOLL_SCALE_SECONDS=$(SOAK_SCALE_SECONDS) $(SOAK_ENV) $(BUSTED) --run=$(LUA) spec/41-scale_spec.lua \
 	    || { echo "soak: scale failed (seed and replay above)"; exit 1; }; \
 	echo "soak: passed in $$(( $$(date +%s) - start )) s: model runs $$runs (of $(SOAK_STEPS) steps each), scale run 1"
