@@ -372,6 +372,38 @@ describe("the ready set", function()
       check_usable(ep, p)
     end)
 
+    it("leave the set usable when they end a coroutine that is never closed", function()
+      local ep, p = ready_pipes(2)
+      local thrown = { code = 9 }
+      for _, call in ipairs({
+        function() ep:iter_ready(function() error(thrown) end) end,
+        function() ep:fold_ready(0, function() error(thrown) end) end,
+      }) do
+        local co = coroutine.create(call)
+        local ok, err = coroutine.resume(co)
+        assert.is_false(ok)
+        assert.is_true(rawequal(thrown, err))
+        assert.are.equal("dead", coroutine.status(co))
+        -- dropped without coroutine.close: nothing may wait for it
+        co = nil -- luacheck: ignore co
+        check_usable(ep, p)
+      end
+    end)
+
+    it("refuse wait in a coroutine resumed by a callback, and leave the set usable", function()
+      local ep, p = ready_pipes(2)
+      local results = {}
+      ep:iter_ready(function()
+        -- no tail call: LuaJIT would drop the error's position
+        local co = coroutine.create(function() local r = ep:wait(0); return r end)
+        local ok, err = coroutine.resume(co)
+        assert.is_false(ok)
+        results[#results + 1] = err:match("^spec/07%-ready_spec%.lua:%d+: (.*)$")
+      end)
+      assert.are.same({ WAIT_REFUSED, WAIT_REFUSED }, results)
+      check_usable(ep, p)
+    end)
+
     it("propagate a table, the same object, from iter_ready", function()
       local ep, p = ready_pipes(2)
       local thrown = { code = 7 }

@@ -25,13 +25,9 @@
 #define UV_OK          lua_upvalueindex(2)
 #define UV_TIMEOUT     lua_upvalueindex(3)
 #define UV_INTERRUPTED lua_upvalueindex(4)
-#if LEPOLL_HAVE_TOCLOSE
-#define NUM_UPVALUES   4
-#else
 #define UV_ITER_PROTECTED lua_upvalueindex(5)
 #define UV_FOLD_PROTECTED lua_upvalueindex(6)
 #define NUM_UPVALUES   6
-#endif
 
 #define GUARD_MT "lepoll.ready_guard"
 #define DEFAULT_MAX_READY 256
@@ -522,12 +518,14 @@ static int m_next(lua_State *L)
 	return 2;
 }
 
-static void push_shared_upvalues(lua_State *L);
 
 static int m_pairs(lua_State *L)
 {
+	int i;
+
 	checkset(L);
-	push_shared_upvalues(L);
+	for (i = 1; i <= NUM_UPVALUES; i++)
+		lua_pushvalue(L, lua_upvalueindex(i));
 	lua_pushcclosure(L, m_next, NUM_UPVALUES);
 	lua_pushvalue(L, 1);
 	lua_pushnil(L);
@@ -613,10 +611,10 @@ static void fold_ready_loop(lua_State *L, const lep_set *s)
 }
 
 #if LEPOLL_HAVE_TOCLOSE
-/* While a loop runs, the set's guard (its user value) sits in a
- * to-be-closed slot: however the loop ends, by return or by a callback's
- * error, closing it ends the busy state. Callbacks are called plainly, so
- * their errors pass through untouched, traceback included. */
+/* While a loop runs in the main thread, the set's guard (its user value)
+ * sits in a to-be-closed slot: however the loop ends, by return or by a
+ * callback's error, closing it ends the busy state. Callbacks are called
+ * plainly, so their errors pass through untouched, traceback included. */
 static int guard_close(lua_State *L)
 {
 	lep_set *s = *(lep_set **)lua_touserdata(L, 1);
@@ -632,12 +630,25 @@ static void enter_ready(lua_State *L, lep_set *s)
 	lua_toclose(L, -1);
 	s->ready_busy++;
 }
-#else
-/* Before 5.4 the loop runs in a protected call, and an error is raised
- * again, the same value, once the busy state has ended. A message handler
- * (xpcall) then sees the error raised from iter_ready or fold_ready, not
- * from the callback: its traceback starts there. The two functions are
- * upvalues, made once, as pushing a C function allocates on 5.1. */
+
+/* A coroutine that an error ends keeps its to-be-closed slots open until
+ * coroutine.close, which may never come: there, and before 5.4, the loop
+ * runs protected instead. */
+static int guard_closes(lua_State *L)
+{
+	int is_main = lua_pushthread(L);
+
+	lua_pop(L, 1);
+	return is_main;
+}
+#endif
+
+/* The loop in a protected call: an error is raised again, the same value,
+ * once the busy state has ended. A message handler (xpcall) then sees it
+ * raised from iter_ready or fold_ready, not from the callback: its
+ * traceback starts there, and error(msg, level) in the callback counts one
+ * more C level. The two functions are upvalues, made once, as pushing a C
+ * function allocates on 5.1. */
 static int iter_ready_protected(lua_State *L)
 {
 	iter_ready_loop(L, lua_touserdata(L, 1));
@@ -664,7 +675,6 @@ static void run_protected(lua_State *L, lep_set *s, int loop, int nresults)
 	if (status != LUA_OK)
 		lua_error(L);
 }
-#endif
 
 static int m_iter_ready(lua_State *L)
 {
@@ -675,12 +685,14 @@ static int m_iter_ready(lua_State *L)
 	if (s->nready == 0)
 		return 0;
 #if LEPOLL_HAVE_TOCLOSE
-	enter_ready(L, s);
-	iter_ready_loop(L, s);
-	lua_settop(L, 2); /* closes the guard */
-#else
-	run_protected(L, s, UV_ITER_PROTECTED, 0);
+	if (guard_closes(L)) {
+		enter_ready(L, s);
+		iter_ready_loop(L, s);
+		lua_settop(L, 2); /* closes the guard */
+		return 0;
+	}
 #endif
+	run_protected(L, s, UV_ITER_PROTECTED, 0);
 	return 0;
 }
 
@@ -695,12 +707,14 @@ static int m_fold_ready(lua_State *L)
 		return 1;
 	}
 #if LEPOLL_HAVE_TOCLOSE
-	enter_ready(L, s);
-	fold_ready_loop(L, s);
-	lua_settop(L, 2); /* closes the guard; the accumulator is on top */
-#else
-	run_protected(L, s, UV_FOLD_PROTECTED, 1);
+	if (guard_closes(L)) {
+		enter_ready(L, s);
+		fold_ready_loop(L, s);
+		lua_settop(L, 2); /* closes the guard; the accumulator is on top */
+		return 1;
+	}
 #endif
+	run_protected(L, s, UV_FOLD_PROTECTED, 1);
 	return 1;
 }
 
@@ -800,8 +814,12 @@ LEPOLL_API int lepoll_isset(lua_State *L, int idx)
 
 LEPOLL_API lepoll_set *lepoll_checkset(lua_State *L, int idx)
 {
-	lep_set *s = luaL_checkudata(L, idx, LEPOLL_SET_MT);
+	lep_set *s = luaL_testudata(L, idx, LEPOLL_SET_MT);
 
+	if (s == NULL) {
+		luaL_typeerror(L, idx, LEPOLL_SET_MT); /* names the type as 5.4 does */
+		return NULL;                           /* not reached */
+	}
 	reject_closed(L, s);
 	return s;
 }
@@ -875,10 +893,8 @@ static void push_shared_upvalues(lua_State *L)
 	lua_pushliteral(L, "ok");
 	lua_pushliteral(L, "timeout");
 	lua_pushliteral(L, "interrupted");
-#if !LEPOLL_HAVE_TOCLOSE
 	lua_pushcfunction(L, iter_ready_protected);
 	lua_pushcfunction(L, fold_ready_protected);
-#endif
 }
 
 LEPOLL_API int luaopen_lepoll(lua_State *L)
