@@ -29,7 +29,9 @@
 #define UV_FOLD_PROTECTED lua_upvalueindex(6)
 #define NUM_UPVALUES   6
 
-#define GUARD_MT "lepoll.ready_guard"
+#if LEPOLL_HAVE_TOCLOSE
+#define GUARD_MT "lepoll.ready_guard" /* the busy guard's metatable (5.4) */
+#endif
 #define DEFAULT_MAX_READY 256
 #define FD_KINDS "file descriptor (integer, file handle or object with getfd/pollfd/fileno)"
 
