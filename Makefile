@@ -32,9 +32,15 @@ LUA_PACKAGES_lua5.2 := lua5.2 liblua5.2-dev
 LUA_PACKAGES_lua5.3 := lua5.3 liblua5.3-dev
 LUA_PACKAGES_lua5.4 := lua5.4 liblua5.4-dev
 LUA_PACKAGES_luajit := luajit libluajit-5.1-dev
-SRC      := src/lepoll.c src/lepoll_core.c
+# src/core: the Lua-free core; src/binding: the Lua binding; src/lepoll.h:
+# the public C API.
+CORE_SRC    := $(sort $(wildcard src/core/*.c))
+BINDING_SRC := $(sort $(wildcard src/binding/*.c))
+SRC      := $(CORE_SRC) $(BINDING_SRC)
 OBJ      := $(SRC:src/%.c=$(BUILD)/obj/%.o)
-HDR      := src/lepoll.h src/lepoll_core.h src/lepoll_compat.h
+CORE_HDR := $(wildcard src/core/*.h)
+HDR      := src/lepoll.h $(CORE_HDR) $(wildcard src/binding/*.h)
+INCLUDES := -Isrc -Isrc/core -Isrc/binding
 LUA_MODS := $(wildcard lua/lepoll/*.lua)
 WARN     := -Wall -Wextra -Wpedantic -Wmissing-prototypes -Wstrict-prototypes \
             -Wshadow -Wformat=2 -Werror
@@ -57,8 +63,8 @@ deps:
 	@tools/ensure-deps $(LUA_PACKAGES_$(LUA))
 
 $(BUILD)/obj/%.o: src/%.c $(HDR) | deps
-	@mkdir -p $(BUILD)/obj
-	$(CC) $(ALL_CFLAGS) -c -o $@ $<
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) $(INCLUDES) -c -o $@ $<
 
 $(BUILD)/lepoll.so: $(OBJ)
 	$(CC) $(LIBFLAG) -o $@ $(OBJ)
@@ -67,13 +73,13 @@ $(BUILD)/liblepoll.a: $(OBJ)
 	rm -f $@
 	ar rcs $@ $(OBJ)
 
-$(BUILD)/spec/lepoll_test.so: spec/support/lepoll_test.c src/lepoll_compat.h | deps
+$(BUILD)/spec/lepoll_test.so: spec/support/lepoll_test.c src/binding/compat.h | deps
 	@mkdir -p $(BUILD)/spec
-	$(CC) $(ALL_CFLAGS) -Isrc $(LIBFLAG) -o $@ $<
+	$(CC) $(ALL_CFLAGS) $(INCLUDES) $(LIBFLAG) -o $@ $<
 
-$(BUILD)/core_test: test/c/core_test.c src/lepoll_core.c src/lepoll_core.h | deps
+$(BUILD)/core_test: test/c/core_test.c $(CORE_SRC) $(CORE_HDR) | deps
 	@mkdir -p $(BUILD)
-	$(CC) -std=c99 $(WARN) $(CFLAGS) -Isrc -o $@ test/c/core_test.c src/lepoll_core.c
+	$(CC) -std=c99 $(WARN) $(CFLAGS) -Isrc/core -o $@ test/c/core_test.c $(CORE_SRC)
 
 host: $(BUILD)/host
 
@@ -127,8 +133,8 @@ TEST_ROUNDS  ?= 5000
 TEST_LUA_PATH := lua/?.lua;lua/?/init.lua;;
 
 $(TSAN_DIR)/obj/%.o: src/%.c $(HDR) | deps
-	@mkdir -p $(TSAN_DIR)/obj
-	$(CC) $(ALL_CFLAGS) $(TSAN_CFLAGS) -c -o $@ $<
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) $(INCLUDES) $(TSAN_CFLAGS) -c -o $@ $<
 
 $(TSAN_DIR)/liblepoll.a: $(TSAN_OBJ)
 	rm -f $@

@@ -27,9 +27,9 @@ FUZZ_SEEDS         := $(wildcard test/fuzz/corpus/*)
 deps-fuzz: deps
 	@tools/ensure-deps clang-14 libclang-rt-14-dev
 
-$(FUZZ_BIN): test/fuzz/core_fuzz.c src/lepoll_core.c src/lepoll_core.h | deps-fuzz
+$(FUZZ_BIN): test/fuzz/core_fuzz.c $(CORE_SRC) $(CORE_HDR) | deps-fuzz
 	@mkdir -p $(FUZZ_DIR)
-	$(FUZZ_CC) $(FUZZ_CFLAGS) $(FUZZ_SANITIZE) -Isrc -o $@ test/fuzz/core_fuzz.c src/lepoll_core.c -lm
+	$(FUZZ_CC) $(FUZZ_CFLAGS) $(FUZZ_SANITIZE) -Isrc/core -o $@ test/fuzz/core_fuzz.c $(CORE_SRC) -lm
 
 # The long run keeps what it finds in build/fuzz/corpus (seeds added anew);
 # the smoke run starts from the seeds alone each time.

@@ -46,19 +46,19 @@ UBSAN_RUN   := print_stacktrace=1:halt_on_error=1:exitcode=87
 ASAN_PRELOAD = $(shell $(CC) -print-file-name=libasan.so) $(shell $(CC) -print-file-name=libubsan.so)
 
 $(ASAN_DIR)/obj/%.o: src/%.c $(HDR) | deps
-	@mkdir -p $(ASAN_DIR)/obj
-	$(CC) $(ALL_CFLAGS) $(ASAN_CFLAGS) -c -o $@ $<
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) $(INCLUDES) $(ASAN_CFLAGS) -c -o $@ $<
 
 $(ASAN_DIR)/lepoll.so: $(ASAN_OBJ)
 	$(CC) $(LIBFLAG) $(ASAN_CFLAGS) -o $@ $(ASAN_OBJ)
 
-$(ASAN_DIR)/spec/lepoll_test.so: spec/support/lepoll_test.c src/lepoll_compat.h | deps
+$(ASAN_DIR)/spec/lepoll_test.so: spec/support/lepoll_test.c src/binding/compat.h | deps
 	@mkdir -p $(ASAN_DIR)/spec
-	$(CC) $(ALL_CFLAGS) -Isrc $(ASAN_CFLAGS) $(LIBFLAG) -o $@ $<
+	$(CC) $(ALL_CFLAGS) $(INCLUDES) $(ASAN_CFLAGS) $(LIBFLAG) -o $@ $<
 
-$(ASAN_DIR)/core_test: test/c/core_test.c src/lepoll_core.c src/lepoll_core.h | deps
+$(ASAN_DIR)/core_test: test/c/core_test.c $(CORE_SRC) $(CORE_HDR) | deps
 	@mkdir -p $(ASAN_DIR)
-	$(CC) -std=c99 $(WARN) $(CFLAGS) $(ASAN_CFLAGS) -Isrc -o $@ test/c/core_test.c src/lepoll_core.c
+	$(CC) -std=c99 $(WARN) $(CFLAGS) $(ASAN_CFLAGS) -Isrc/core -o $@ test/c/core_test.c $(CORE_SRC)
 
 # The specs also use build/host, make install and luarocks: what make test
 # builds first is built too.
@@ -124,15 +124,15 @@ lint: lint-c lint-lua
 	@echo "lint: cppcheck, clang-tidy and luacheck found nothing"
 
 # cppcheck and clang-tidy see the sources once per Lua version's headers:
-# src/lepoll_compat.h takes a different path through each.
+# src/binding/compat.h takes a different path through each.
 LINT_LUAS ?= lua5.1 lua5.2 lua5.3 lua5.4 luajit
 lint-c: | deps-lint
 	@tools/ensure-deps $(foreach v,$(LINT_LUAS),$(LUA_PACKAGES_$(v)))
 	@set -e; for v in $(LINT_LUAS); do \
 		flags=$$($(PKG_CONFIG) --cflags $$v); \
 		echo "lint-c: $$v ($$flags)"; \
-		$(CPPCHECK) $(CPPCHECK_FLAGS) -ULUA_USER_H $$flags -Isrc $(LINT_C); \
-		$(CLANG_TIDY) --quiet $(LINT_C) -- -std=c99 $$flags -Isrc; \
+		$(CPPCHECK) $(CPPCHECK_FLAGS) -ULUA_USER_H $$flags $(INCLUDES) $(LINT_C); \
+		$(CLANG_TIDY) --quiet $(LINT_C) -- -std=c99 $$flags $(INCLUDES); \
 	done
 
 lint-lua: | deps-lint

@@ -22,8 +22,8 @@ build = {
    type = "builtin",
    modules = {
       lepoll = {
-         sources = { "src/lepoll.c", "src/lepoll_core.c" },
-         incdirs = { "src" },
+         sources = { "src/core/epset.c", "src/binding/module.c" },
+         incdirs = { "src", "src/core", "src/binding" },
       },
       ["lepoll.loop"] = "lua/lepoll/loop.lua",
    },

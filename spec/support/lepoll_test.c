@@ -26,7 +26,7 @@
 #include <lauxlib.h>
 #include <lua.h>
 
-#include "lepoll_compat.h" /* the same 5.4 API on every Lua version */
+#include "compat.h" /* the same 5.4 API on every Lua version */
 
 __attribute__((visibility("default"))) int luaopen_lepoll_test(lua_State *L);
 

@@ -15,7 +15,7 @@
 #include <lauxlib.h>
 #include <lualib.h>
 
-#include "lepoll_compat.h"
+#include "compat.h"
 
 #define LEPOLL_VERSION "lepoll 0.1.0"
 
