@@ -22,7 +22,11 @@ build = {
    type = "builtin",
    modules = {
       lepoll = {
-         sources = { "src/core/epset.c", "src/binding/module.c" },
+         sources = {
+            "src/core/check.c", "src/core/epset.c", "src/core/names.c", "src/core/timeouts.c",
+            "src/binding/args.c", "src/binding/errors.c", "src/binding/methods.c",
+            "src/binding/module.c", "src/binding/ready.c", "src/binding/tostring.c",
+         },
          incdirs = { "src", "src/core", "src/binding" },
       },
       ["lepoll.loop"] = "lua/lepoll/loop.lua",

@@ -23,7 +23,7 @@
 #define LEPOLL_SET_MT "lepoll.set"
 
 /* An epoll set; only its Lua value owns it. */
-typedef struct lep_set lepoll_set;
+typedef struct lepoll_set lepoll_set;
 
 /* Opens the module: pushes its table. For luaL_requiref or package.preload. */
 LEPOLL_API int luaopen_lepoll(lua_State *L);

@@ -1,5 +1,5 @@
 /*
- * lepoll_compat.h: the Lua 5.4 API the binding uses, for Lua 5.1, 5.2,
+ * compat.h: the Lua 5.4 API the binding uses, for Lua 5.1, 5.2,
  * 5.3 and LuaJIT 2.1. The binding is written against 5.4; on 5.4 this
  * header adds nothing but LEPOLL_HAVE_TOCLOSE. Internal: not installed.
  *
@@ -32,7 +32,7 @@
 #define lua_newuserdatauv(L, size, nuv) lua_newuserdata(L, size)
 
 /* As 5.4: the metatable's __name, if any, names the value's type. */
-static inline int lepoll_typeerror(lua_State *L, int arg, const char *tname)
+static inline int compat_typeerror(lua_State *L, int arg, const char *tname)
 {
 	const char *got;
 
@@ -44,7 +44,7 @@ static inline int lepoll_typeerror(lua_State *L, int arg, const char *tname)
 		got = luaL_typename(L, arg);
 	return luaL_argerror(L, arg, lua_pushfstring(L, "%s expected, got %s", tname, got));
 }
-#define luaL_typeerror lepoll_typeerror
+#define luaL_typeerror compat_typeerror
 
 #endif /* < 5.4 */
 
@@ -52,7 +52,7 @@ static inline int lepoll_typeerror(lua_State *L, int arg, const char *tname)
 
 /* Numbers are doubles: an integer is a double with an exact lua_Integer
  * value (both bounds are powers of two, so exactly representable). */
-static inline int lepoll_number_to_integer(lua_Number n, lua_Integer *out)
+static inline int compat_number_to_integer(lua_Number n, lua_Integer *out)
 {
 	const lua_Number limit = (lua_Number)((unsigned long long)1 << (sizeof(lua_Integer) * 8 - 1));
 
@@ -61,59 +61,59 @@ static inline int lepoll_number_to_integer(lua_Number n, lua_Integer *out)
 	*out = (lua_Integer)n;
 	return 1;
 }
-#define lua_numbertointeger(n, p) lepoll_number_to_integer(n, p)
+#define lua_numbertointeger(n, p) compat_number_to_integer(n, p)
 
-static inline lua_Integer lepoll_tointegerx(lua_State *L, int idx, int *isint)
+static inline lua_Integer compat_tointegerx(lua_State *L, int idx, int *isint)
 {
 	lua_Integer v = 0;
-	int ok = lua_type(L, idx) == LUA_TNUMBER && lepoll_number_to_integer(lua_tonumber(L, idx), &v);
+	int ok = lua_type(L, idx) == LUA_TNUMBER && compat_number_to_integer(lua_tonumber(L, idx), &v);
 
 	if (isint != NULL)
 		*isint = ok;
 	return v;
 }
 #undef lua_tointegerx
-#define lua_tointegerx lepoll_tointegerx
+#define lua_tointegerx compat_tointegerx
 
 /* As 5.3: a number, or a string convertible to one, with an exact integer
  * value; 5.1's and 5.2's truncate, and cast out-of-range values. */
-static inline lua_Integer lepoll_checkinteger(lua_State *L, int arg)
+static inline lua_Integer compat_checkinteger(lua_State *L, int arg)
 {
 	lua_Integer v = 0;
 
 	if (!lua_isnumber(L, arg))
 		luaL_typeerror(L, arg, "number");
-	if (!lepoll_number_to_integer(lua_tonumber(L, arg), &v))
+	if (!compat_number_to_integer(lua_tonumber(L, arg), &v))
 		luaL_argerror(L, arg, "number has no integer representation");
 	return v;
 }
 #undef luaL_checkinteger
-#define luaL_checkinteger lepoll_checkinteger
+#define luaL_checkinteger compat_checkinteger
 
-static inline int lepoll_isinteger(lua_State *L, int idx)
+static inline int compat_isinteger(lua_State *L, int idx)
 {
 	int ok;
 
-	(void)lepoll_tointegerx(L, idx, &ok);
+	(void)compat_tointegerx(L, idx, &ok);
 	return ok;
 }
-#define lua_isinteger lepoll_isinteger
+#define lua_isinteger compat_isinteger
 
 /* As 5.3: the type of the value pushed. Defined before the macros that
  * rename them, so they call the version's own functions. */
-static inline int lepoll_getfield(lua_State *L, int idx, const char *k)
+static inline int compat_getfield(lua_State *L, int idx, const char *k)
 {
 	lua_getfield(L, idx, k);
 	return lua_type(L, -1);
 }
 
-static inline int lepoll_rawgeti(lua_State *L, int idx, lua_Integer n)
+static inline int compat_rawgeti(lua_State *L, int idx, lua_Integer n)
 {
 	lua_rawgeti(L, idx, (int)n);
 	return lua_type(L, -1);
 }
-#define lua_getfield lepoll_getfield
-#define lua_rawgeti  lepoll_rawgeti
+#define lua_getfield compat_getfield
+#define lua_rawgeti  compat_rawgeti
 
 #endif /* < 5.3 */
 
@@ -124,7 +124,7 @@ static inline int lepoll_rawgeti(lua_State *L, int idx, lua_Integer n)
 
 /* A file handle: a userdata whose block starts with the FILE *, NULL once
  * the file is closed (5.1 and LuaJIT alike). NULL if not a handle. */
-static inline FILE **lepoll_tofilep(lua_State *L, int idx)
+static inline FILE **compat_tofilep(lua_State *L, int idx)
 {
 	void *p = lua_touserdata(L, idx);
 	int same;
@@ -141,7 +141,7 @@ static inline FILE **lepoll_tofilep(lua_State *L, int idx)
 
 #define LUA_OK 0
 
-static inline void *lepoll_testudata(lua_State *L, int idx, const char *tname)
+static inline void *compat_testudata(lua_State *L, int idx, const char *tname)
 {
 	void *p = lua_touserdata(L, idx);
 	int same;
@@ -153,9 +153,9 @@ static inline void *lepoll_testudata(lua_State *L, int idx, const char *tname)
 	lua_pop(L, 2);
 	return same ? p : NULL;
 }
-#define luaL_testudata lepoll_testudata
+#define luaL_testudata compat_testudata
 
-static inline void lepoll_setfuncs(lua_State *L, const luaL_Reg *l, int nup)
+static inline void compat_setfuncs(lua_State *L, const luaL_Reg *l, int nup)
 {
 	int i;
 
@@ -168,7 +168,7 @@ static inline void lepoll_setfuncs(lua_State *L, const luaL_Reg *l, int nup)
 	}
 	lua_pop(L, nup);
 }
-#define luaL_setfuncs lepoll_setfuncs
+#define luaL_setfuncs compat_setfuncs
 
 #define luaL_setmetatable(L, tname) (luaL_getmetatable(L, tname), (void)lua_setmetatable(L, -2))
 #define luaL_newlib(L, l)           (lua_newtable(L), luaL_setfuncs(L, l, 0))

@@ -4,7 +4,12 @@
  *
  * No Lua here. Every function that can fail returns 0 or an errno value;
  * on failure the set is exactly as it was before the call (remove is the
- * one documented exception).
+ * one documented exception). The struct is public so that a caller can
+ * embed it; callers read it through the accessors below, never its fields.
+ *
+ * One job per file: epset.c (the table, epoll_ctl, epoll_wait), check.c
+ * (lep_check against /proc/self/fdinfo), names.c (flag and errno names),
+ * timeouts.c (seconds to milliseconds, the clock).
  */
 #ifndef LEPOLL_CORE_H
 #define LEPOLL_CORE_H
@@ -34,7 +39,6 @@ typedef struct lep_set {
 	int count;       /* watched fds */
 	int cap;         /* entries allocated in table, grows up to num_fds */
 	int nready;      /* events stored by the last wait */
-	int ready_busy;  /* depth of running ready-set iterations (binding use) */
 	lep_entry *table;
 	struct epoll_event *ready;
 	lep_alloc_fn alloc;
@@ -70,11 +74,23 @@ LEP_HIDDEN int lep_open(lep_set *s, int num_fds, int max_ready);
 LEP_HIDDEN int lep_close(lep_set *s);
 
 /* EPOLL_CTL_ADD when fd is not in the table, EPOLL_CTL_MOD when it is.
- * The table changes only when the kernel accepts. */
+ * The table changes only when the kernel accepts. EINVAL, with no system
+ * call, for what lep_exclusive_rule refuses. */
 LEP_HIDDEN int lep_set_flags(lep_set *s, int fd, uint32_t flags);
 /* Drops fd from the table, then EPOLL_CTL_DEL; the entry stays dropped when
  * the kernel refuses. Not watched: 0, no system call. */
 LEP_HIDDEN int lep_remove(lep_set *s, int fd);
+
+/* Reading the set. */
+static inline int lep_is_open(const lep_set *s) { return s->epfd >= 0; }
+static inline int lep_epfd(const lep_set *s) { return s->epfd; }
+static inline int lep_num_fds(const lep_set *s) { return s->num_fds; }
+static inline int lep_max_ready(const lep_set *s) { return s->max_ready; }
+static inline int lep_count(const lep_set *s) { return s->count; }
+static inline int lep_nready(const lep_set *s) { return s->nready; }
+/* Event i (0 <= i < lep_nready) of the last wait: its fd and events. */
+static inline int lep_ready_fd(const lep_set *s, int i) { return (int)s->ready[i].data.u64; }
+static inline uint32_t lep_ready_events(const lep_set *s, int i) { return s->ready[i].events; }
 
 /* 1 and *flags when fd is watched, else 0. */
 static inline int lep_find(const lep_set *s, int fd, uint32_t *flags)
@@ -84,6 +100,14 @@ static inline int lep_find(const lep_set *s, int fd, uint32_t *flags)
 	*flags = s->table[fd].flags;
 	return 1;
 }
+
+/* The kernel takes EXCLUSIVE only with EPOLL_CTL_ADD and refuses every
+ * EPOLL_CTL_MOD of an entry added with it. For lep_set_flags(s, fd, flags):
+ * LEP_EXCLUSIVE_OK, or why it is refused. */
+#define LEP_EXCLUSIVE_OK      0
+#define LEP_EXCLUSIVE_ON_MOD  1 /* flags have EXCLUSIVE and fd is watched */
+#define LEP_EXCLUSIVE_ENTRY   2 /* fd is watched, added with EXCLUSIVE */
+LEP_HIDDEN int lep_exclusive_rule(const lep_set *s, int fd, uint32_t flags);
 
 /* The first watched fd >= from, or -1. */
 LEP_HIDDEN int lep_next(const lep_set *s, int from);
@@ -119,9 +143,12 @@ LEP_HIDDEN int lep_flag_by_name(const char *name, size_t len, uint32_t *out);
 LEP_HIDDEN const char *lep_errname(int err);
 
 /* Checks the set against itself and against the kernel's view
- * (/proc/self/fdinfo). 0: consistent (a closed set is); LEP_INCONSISTENT
- * with a description in msg; or an errno when the kernel's view could not
- * be read. */
+ * (/proc/self/fdinfo): every entry in both with the same flags, and each
+ * kernel entry still watching the file its fd names now (inode and device:
+ * a number closed while watched, its file kept open elsewhere, or reused,
+ * is found). 0: consistent (a closed set is); LEP_INCONSISTENT with a
+ * description in msg; or an errno when the kernel's view could not be
+ * read. */
 LEP_HIDDEN int lep_check(const lep_set *s, char *msg, size_t n);
 
 #endif

@@ -1,5 +1,5 @@
 /*
- * Plain C unit tests for the lepoll core (src/lepoll_core.c), no Lua.
+ * Plain C unit tests for the lepoll core (src/core), no Lua.
  * Built and run by `make test` as build/core_test. Every check is counted;
  * a failing one prints file:line and a message. The last line of the
  * output is "N passed, N failed"; the exit status is 1 if any failed.

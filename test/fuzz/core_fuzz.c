@@ -1,5 +1,5 @@
 /*
- * libFuzzer harness for the lepoll core (src/lepoll_core.c), no Lua.
+ * libFuzzer harness for the lepoll core (src/core), no Lua.
  * Built by `make fuzz` / `make fuzz-smoke` (mk/fuzz.mk) with
  * clang -fsanitize=fuzzer,address,undefined.
  *
@@ -375,7 +375,7 @@ static void same(const snap *sn, const mset *m, const char *what)
 
 	REQUIRE(a->epfd == b->epfd && a->num_fds == b->num_fds && a->max_ready == b->max_ready &&
 	                a->count == b->count && a->cap == b->cap && a->nready == b->nready &&
-	                a->ready_busy == b->ready_busy && a->table == b->table &&
+	                a->table == b->table &&
 	                a->ready == b->ready && a->alloc == b->alloc && a->alloc_ud == b->alloc_ud,
 	        "%s changed the set's fields (count %d->%d, cap %d->%d)", what, a->count, b->count,
 	        a->cap, b->cap);
@@ -1433,9 +1433,10 @@ static void op_corrupt(input *in)
 		c.nready = 1;
 		rdy[0].data.u64 = (uint64_t)c.num_fds + b;
 		break;
-	case 6:
-		how = "negative ready_busy";
-		c.ready_busy = -1 - b;
+	case 6: /* a descriptor number with high bits set, as a stray write would */
+		how = "ready event with high data bits";
+		c.nready = 1;
+		rdy[0].data.u64 = ((uint64_t)1 << (32 + b % 32)) | (uint64_t)(fd < 0 ? 0 : fd);
 		break;
 	case 7: /* in the table only */
 		how = "entry the kernel does not have";

@@ -1,0 +1,103 @@
+/*
+ * binding.h: what the files of the Lua binding share (internal). The
+ * binding turns Lua values into calls of the core (src/core) and the
+ * core's errno results into Lua values and errors. One job per file:
+ *   args.c      Lua values to descriptors, flags, timeouts and counts
+ *   errors.c    system errors as raised errors or as nil, message, errname
+ *   methods.c   the set's methods: the table, waiting, closing
+ *   ready.c     iter_ready and fold_ready (the busy state, callback errors)
+ *   tostring.c  tostring(set)
+ *   module.c    the module's functions, the C API, luaopen_lepoll
+ * Private names start with lepb_.
+ */
+#ifndef LEPOLL_BINDING_H
+#define LEPOLL_BINDING_H
+
+#include <stdint.h>
+
+#include <lauxlib.h>
+#include <lua.h>
+
+#include "lepoll.h"
+#include "lepoll_core.h"
+
+#include "compat.h"
+
+/* The userdata: the core's set and the binding's own state. */
+struct lepoll_set {
+	lep_set core;
+	int ready_busy; /* depth of iter_ready/fold_ready running on the set */
+};
+typedef struct lepoll_set lepb_set;
+
+/* Upvalues shared by every function of the module. Keeping the wait
+ * results referenced here means wait never creates a string. */
+#define LEPB_UV_SETMT          lua_upvalueindex(1)
+#define LEPB_UV_OK             lua_upvalueindex(2)
+#define LEPB_UV_TIMEOUT        lua_upvalueindex(3)
+#define LEPB_UV_INTERRUPTED    lua_upvalueindex(4)
+#define LEPB_UV_ITER_PROTECTED lua_upvalueindex(5)
+#define LEPB_UV_FOLD_PROTECTED lua_upvalueindex(6)
+#define LEPB_NUM_UPVALUES      6
+
+#if LEPOLL_HAVE_TOCLOSE
+#define LEPB_GUARD_MT "lepoll.ready_guard" /* the busy guard's metatable (5.4) */
+#endif
+#define LEPB_CLOSED_MSG "attempt to use a closed epoll set"
+
+#if defined(__GNUC__)
+#define LEPB_HIDDEN __attribute__((visibility("hidden")))
+#else
+#define LEPB_HIDDEN
+#endif
+
+/* ---- args.c. The lepb_to* functions return 1 with the value, or 0 with
+ * the reason pushed (the text of "bad argument #n to 'f' (reason)");
+ * lepb_check* raise that as an argument error. Only what an object's own
+ * getfd, pollfd or fileno method raises propagates from lepb_tofd. */
+
+/* The one type check: any set, open or closed, at index 1. */
+LEPB_HIDDEN lepb_set *lepb_toset(lua_State *L);
+/* The set at index 1, open: the one closed check. */
+LEPB_HIDDEN lepb_set *lepb_checkset(lua_State *L);
+/* "EXPECTED expected, got TYPE" as the reason for the value at idx: the
+ * type named by __name only for a full userdata. */
+LEPB_HIDDEN const char *lepb_pushtypereason(lua_State *L, int idx, const char *expected);
+LEPB_HIDDEN int lepb_typeerror(lua_State *L, int idx, const char *expected);
+
+LEPB_HIDDEN int lepb_tofd(lua_State *L, int idx, const lep_set *s, int *fd);
+LEPB_HIDDEN int lepb_checkfd(lua_State *L, int idx, const lep_set *s);
+LEPB_HIDDEN int lepb_toflags(lua_State *L, int idx, uint32_t *flags);
+LEPB_HIDDEN uint32_t lepb_checkflags(lua_State *L, int idx);
+/* nil or "never": -1; 0 or "immediately": 0; else seconds, in ms. */
+LEPB_HIDDEN int lepb_checktimeout(lua_State *L, int idx);
+/* An optional count in [1, max], def when nil; `what` names it. */
+LEPB_HIDDEN int lepb_tocount(lua_State *L, int idx, int def, int max, const char *what, int *out);
+LEPB_HIDDEN void lepb_checkcallable(lua_State *L, int idx);
+/* The reason why lep_exclusive_rule refuses flags for fd, pushed. */
+LEPB_HIDDEN const char *lepb_pushexclusivereason(lua_State *L, int rule, int fd);
+
+/* ---- errors.c */
+
+/* Raises "lepoll: OP fd FD: TEXT (ENAME)" (without "fd FD" when fd < 0). */
+LEPB_HIDDEN int lepb_syserror(lua_State *L, const char *op, int fd, int err);
+/* The same as the results nil, message, errname (3). */
+LEPB_HIDDEN int lepb_sysresult(lua_State *L, const char *op, int fd, int err);
+/* nil, the reason at the top, "EINVAL" (3); or, when s was closed meanwhile
+ * (an object's getfd method may close it), the closed-set results. */
+LEPB_HIDDEN int lepb_argresult(lua_State *L, const lep_set *s);
+/* nil, "attempt to use a closed epoll set", "EBADF" (3). */
+LEPB_HIDDEN int lepb_closedresult(lua_State *L);
+
+/* ---- the functions each file registers (module.c puts them together) */
+extern LEPB_HIDDEN const luaL_Reg lepb_set_methods[];
+extern LEPB_HIDDEN const luaL_Reg lepb_set_metamethods[];
+extern LEPB_HIDDEN const luaL_Reg lepb_ready_methods[];
+LEPB_HIDDEN int lepb_tostring(lua_State *L);
+LEPB_HIDDEN int lepb_iter_ready_protected(lua_State *L);
+LEPB_HIDDEN int lepb_fold_ready_protected(lua_State *L);
+#if LEPOLL_HAVE_TOCLOSE
+LEPB_HIDDEN int lepb_guard_close(lua_State *L);
+#endif
+
+#endif
