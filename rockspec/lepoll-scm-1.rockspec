@@ -30,5 +30,11 @@ build = {
          incdirs = { "src", "src/core", "src/binding" },
       },
       ["lepoll.loop"] = "lua/lepoll/loop.lua",
+      ["lepoll.loop.common"] = "lua/lepoll/loop/common.lua",
+      ["lepoll.loop.heap"] = "lua/lepoll/loop/heap.lua",
+      ["lepoll.loop.invariant"] = "lua/lepoll/loop/invariant.lua",
+      ["lepoll.loop.tasks"] = "lua/lepoll/loop/tasks.lua",
+      ["lepoll.loop.timers"] = "lua/lepoll/loop/timers.lua",
+      ["lepoll.loop.watchers"] = "lua/lepoll/loop/watchers.lua",
    },
 }

@@ -1,0 +1,140 @@
+-- lepoll.loop.common: what the parts of the loop share: argument checks,
+-- the names of watchers, timers and tasks in messages, and the recording
+-- of a callback's or task's failure. lepoll is composed through its
+-- non-raising forms (try_tofd, try_flags, try_set): their results are
+-- values, never error text to take apart.
+local lepoll = require "lepoll"
+
+local try_flags = lepoll.try_flags
+local error, type, tostring, getmetatable, pcall = error, type, tostring, getmetatable, pcall
+local format = string.format
+local getinfo = debug.getinfo
+
+local M = {}
+
+M.CLOSED = "attempt to use a closed loop"
+
+------------------------------------------------------------------ errors
+
+function M.argerror(n, name, msg, level)
+  error(format("bad argument #%d to '%s' (%s)", n, name, msg), level + 1)
+end
+local argerror = M.argerror
+
+function M.check_open(self, level)
+  if self.closed then error(M.CLOSED, level + 1) end
+end
+
+function M.callable(f)
+  if type(f) == "function" then return true end
+  local mt = getmetatable(f)
+  return type(mt) == "table" and mt.__call ~= nil
+end
+
+function M.check_callback(f, n, name, level)
+  if not M.callable(f) then
+    argerror(n, name, "function expected, got " .. (f == nil and "no value" or type(f)), level + 1)
+  end
+end
+
+function M.check_flags(spec, n, name, level)
+  local flags, why = try_flags(spec)
+  if not flags then argerror(n, name, why, level + 1) end
+  return flags
+end
+
+function M.check_seconds(v, n, name, what, level)
+  if type(v) ~= "number" then
+    argerror(n, name, format("%s expected, got %s", what, v == nil and "no value" or type(v)), level + 1)
+  end
+  if v ~= v then argerror(n, name, what .. " expected, got NaN", level + 1) end
+  if v < 0 then return 0 end
+  return v
+end
+
+-- Any descriptor lepoll accepts, as the integer the set reports, resolved
+-- by the set itself; its refusal is an argument error of `name`.
+function M.resolve(self, obj, n, name, level)
+  local fd, why = self.ep:try_tofd(obj)
+  if not fd then argerror(n, name, why, level + 1) end
+  return fd
+end
+
+-- ep:set(fd, flags), its refusal raised at `level` as lepoll words it.
+-- With n and name, an argument refusal (errname EINVAL: for a watched fd
+-- and valid flags, only the exclusive rule) is argument n of `name`.
+function M.kernel_set(ep, fd, flags, level, n, name)
+  local ok, why, errname = ep:try_set(fd, flags)
+  if ok then return end
+  if n and errname == "EINVAL" then argerror(n, name, why, level + 1) end
+  error(why, level + 1)
+end
+
+-- Errors when fd is taken by a started watcher or a waiting task.
+function M.check_free(self, fd, level)
+  if self.watchers[fd] then error(format("fd %d already has an I/O watcher", fd), level + 1) end
+  if self.readers[fd] or self.writers[fd] then
+    error(format("fd %d has a task waiting on it", fd), level + 1)
+  end
+end
+
+---------------------------------------------------------------- messages
+
+-- Where a function was defined, for messages.
+local function defined_at(f)
+  if type(f) ~= "function" then return "callable " .. type(f) end
+  local info = getinfo(f, "S")
+  if info.what == "C" then return "[C]" end
+  return format("%s:%d", info.short_src, info.linedefined)
+end
+
+-- Names a watcher, timer or task: the first line of tracebacks.
+function M.describe(obj)
+  local kind = obj.kind
+  if kind == "io" then
+    return format("io watcher on fd %d (callback %s)", obj.fd, defined_at(obj.callback))
+  elseif kind == "timer" then
+    return format("timer #%d (callback %s)", obj.id, defined_at(obj.callback))
+  end
+  return format("task #%d (function %s)", obj.id, defined_at(obj.fn))
+end
+
+-- An error value as text, as the standalone interpreter shows it.
+function M.errtext(err)
+  local t = type(err)
+  if t == "string" or t == "number" then return tostring(err) end
+  local mt = getmetatable(err)
+  if type(mt) == "table" and mt.__tostring then
+    local ok, s = pcall(tostring, err)
+    if ok and type(s) == "string" then return s end
+  end
+  return format("(error object is a %s value)", t)
+end
+
+---------------------------------------------------------------- failures
+
+-- A callback, timer or task failed with self.err (already recorded, with
+-- self.trace). With on_error, it handles the error now; otherwise the
+-- round winds down and run raises it.
+function M.failed(self, obj)
+  local on_error = self.on_error
+  if on_error then
+    local err = self.err
+    self.err = nil
+    on_error(err, self.trace, obj)
+  else
+    self.failed = true
+  end
+end
+
+-- A watcher or timer callback raised err under xpcall. The message handler
+-- kept the traceback (it is not called for memory errors: then the message
+-- alone).
+function M.callback_failed(self, obj, err)
+  self.err = err
+  self.trace = self.htrace or M.describe(obj) .. ": " .. M.errtext(err)
+  self.htrace = false
+  M.failed(self, obj)
+end
+
+return M
