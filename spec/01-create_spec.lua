@@ -92,11 +92,11 @@ describe("lepoll.create", function()
       msg_of(function() lepoll.create(0 / 0) end))
     assert.are.equal("bad argument #1 to 'create' (num_file_descrs must be an integer)",
       msg_of(function() lepoll.create(math.huge) end))
-    assert.are.equal("bad argument #1 to 'create' (integer expected, got string)",
+    assert.are.equal("bad argument #1 to 'create' (num_file_descrs must be an integer, got string)",
       msg_of(function() lepoll.create("10") end))
-    assert.are.equal("bad argument #1 to 'create' (integer expected, got table)",
+    assert.are.equal("bad argument #1 to 'create' (num_file_descrs must be an integer, got table)",
       msg_of(function() lepoll.create({}) end))
-    assert.are.equal("bad argument #1 to 'create' (integer expected, got boolean)",
+    assert.are.equal("bad argument #1 to 'create' (num_file_descrs must be an integer, got boolean)",
       msg_of(function() lepoll.create(true) end))
     -- A refused create opens nothing.
     assert.are.equal(before, T.fdcount())
@@ -122,9 +122,9 @@ describe("lepoll.create", function()
       msg_of(function() lepoll.create(64, 2 ^ 63) end))
     assert.are.equal("bad argument #2 to 'create' (max_ready_events must be an integer)",
       msg_of(function() lepoll.create(64, 1.5) end))
-    assert.are.equal("bad argument #2 to 'create' (integer expected, got string)",
+    assert.are.equal("bad argument #2 to 'create' (max_ready_events must be an integer, got string)",
       msg_of(function() lepoll.create(64, "10") end))
-    assert.are.equal("bad argument #2 to 'create' (integer expected, got table)",
+    assert.are.equal("bad argument #2 to 'create' (max_ready_events must be an integer, got table)",
       msg_of(function() lepoll.create(64, {}) end))
     assert.are.equal(before, T.fdcount())
   end)

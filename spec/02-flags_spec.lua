@@ -66,6 +66,12 @@ describe("lepoll flags", function()
       assert.are.equal(H.bor(IN, OUT, ET), lepoll.flags("in out et"))
       assert.are.equal(H.bor(IN, OUT, ET), lepoll.flags("  in | out ,\tet\n"))
       assert.are.equal(H.bor(IN, OUT), lepoll.flags("in||out,,"))
+      -- Every ASCII white-space byte separates: vertical tab, form feed, CR too.
+      assert.are.equal(H.bor(IN, OUT, ET, RDHUP), lepoll.flags("in\vout\fet\r\nrdhup"))
+      assert.are.equal(H.bor(IN, OUT), lepoll.flags({ "\fin\v", "out\f" }))
+      -- Other control bytes do not; the refusal shows them escaped.
+      assert.are.equal("bad argument #1 to 'flags' (unknown flag name 'in\\27out')",
+        H.msg_of(function() lepoll.flags("in\27out") end))
       -- Repeating a name sets its bit once.
       assert.are.equal(IN, lepoll.flags("in|in"))
       assert.are.equal(ALL_NAMED, lepoll.flags(ALL_NAMES))

@@ -16,11 +16,7 @@ local FLAGS_KINDS = "flags (integer, string of names or list of names)"
 -- call, and with it the error's position and the function's name.
 local msg_of = H.msg_of
 
--- math.tointeger from 5.3. Before it every number is a double, and an
--- integral one is what an integer is there.
-local tointeger = math.tointeger or function(x)
-  return x == math.floor(x) and x or nil
-end
+local tointeger = H.tointeger
 
 -- The watched table as a list of {fd, flags}, ascending.
 local function entries(ep)

@@ -237,6 +237,14 @@ describe("wait", function()
       assert.are.equal("bad argument #1 to 'wait' (invalid timeout 'soon' "
         .. "(expected seconds, 'never' or 'immediately'))",
         H.msg_anywhere(function() ep:wait("soon") end))
+      -- The string shown is the whole string, control bytes escaped: a NUL
+      -- does not cut it short into a valid-looking 'never'.
+      assert.are.equal("bad argument #1 to 'wait' (invalid timeout 'never\\0junk' "
+        .. "(expected seconds, 'never' or 'immediately'))",
+        H.msg_anywhere(function() ep:wait("never\0junk") end))
+      assert.are.equal("bad argument #1 to 'timeout_ms' (invalid timeout 'immediately\\10' "
+        .. "(expected seconds, 'never' or 'immediately'))",
+        H.msg_anywhere(function() lepoll.timeout_ms("immediately\n") end))
       -- A numeric string is not a number of seconds.
       assert.matches("^bad argument #1 to 'wait' %(invalid timeout '0'",
         H.msg_anywhere(function() ep:wait("0") end))

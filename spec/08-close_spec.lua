@@ -8,9 +8,7 @@ local C = H.cleanups(function(fn) finally(fn) end)
 local defer, pipe = C.defer, C.pipe
 
 -- Whether fd is an open descriptor of this process.
-local function is_open(fd)
-  return T.cloexec(fd) ~= nil
-end
+local is_open = H.is_open
 
 describe("closing an epoll set", function()
   H.no_fd_leaks(lazy_setup, lazy_teardown)
@@ -323,8 +321,8 @@ describe("closing an epoll set", function()
       for name in pairs(mt.__index) do names[#names + 1] = name end
       table.sort(names)
       assert.are.same({ "clear_ready", "close", "events", "find", "fold", "fold_ready",
-        "getfd", "invariant", "iter", "iter_ready", "pollfd", "remove", "set", "tofd", "wait",
-        "wait_timeout_after" }, names)
+        "getfd", "invariant", "iter", "iter_ready", "pollfd", "remove", "set", "tofd",
+        "try_remove", "try_set", "try_tofd", "wait", "wait_timeout_after" }, names)
       -- A table, even with the set's metatable; from 5.2 on that makes it
       -- finalizable, and the collector calls the set's __gc on it.
       local fake = setmetatable({}, mt)
@@ -333,6 +331,9 @@ describe("closing an epoll set", function()
           local err = H.error_of(mt.__index[name], bad, 0, 0)
           assert.matches("lepoll.set expected", err, 1, true)
         end
+        -- The fake is a table, whatever its metatable's __name says.
+        assert.matches("lepoll.set expected, got table", H.error_of(mt.__index[name], fake, 0, 0),
+          1, true)
       end
       for _, name in ipairs({ "__tostring", "__len", "__pairs", "__close" }) do
         for _, bad in ipairs({ {}, io.stdout, fake }) do

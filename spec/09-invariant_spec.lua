@@ -198,10 +198,10 @@ describe("set:invariant", function()
     defer(function() H.close(vr_open and vr, vw, alive) end)
     ep:set(vr, "in")
     -- Closing the number while a dup keeps the file open: the kernel keeps
-    -- its entry under the old number, so table and kernel still agree.
+    -- its entry under the old number, for a number that is closed.
     assert.is_true(T.close(vr))
     vr_open = false
-    passes(ep)
+    assert.matches("is watched but closed", fails_naming(ep, vr), 1, true)
     -- remove: the table drops it, the kernel refuses (EBADF) and keeps it.
     local ok, rerr = pcall(ep.remove, ep, vr)
     assert.is_false(ok)
@@ -217,6 +217,41 @@ describe("set:invariant", function()
     ep:set(r, "in")
     T.write(w, "x")
     assert.are.equal("ok", ep:wait(0))
+    passes(ep)
+  end)
+
+  it("fails naming the fd when its number was closed while a dup kept the file, then reused", function()
+    local ep = new_set()
+    local vr, vw = assert(T.pipe())
+    local alive = assert(T.dup(vr))
+    local reused, other_w
+    defer(function() H.close(vw, alive, reused, other_w) end)
+    local r2, w2 = assert(T.pipe())
+    other_w = w2
+    ep:set(vr, "in")
+    passes(ep)
+    assert.is_true(T.close(vr))
+    -- The number goes to another pipe's read end; the kernel's entry still
+    -- watches the first pipe, whose data now comes under the new file's number.
+    reused = assert(T.dup(r2, vr))
+    assert.are.equal(vr, reused)
+    H.close(r2)
+    assert.are.same({ [vr] = H.bor(F("in"), ERR_HUP) }, kernel_view(ep))
+    assert.matches("names another file than the kernel's entry watches",
+      fails_naming(ep, vr), 1, true)
+    -- The phantom: the old pipe is written, the reused number is reported.
+    T.write(vw, "x")
+    assert.are.equal("ok", ep:wait(0))
+    assert.are.same({ { vr, F("in") } }, H.ready(ep))
+    -- remove: the kernel looks the entry up by number and file, finds
+    -- none for the new file (ENOENT); the table drops it, the kernel keeps
+    -- the stale entry until the old file's last descriptor goes.
+    assert.are.equal("lepoll: remove fd " .. vr .. ": No such file or directory (ENOENT)",
+      H.msg_of(function() ep:remove(vr) end))
+    assert.matches("not in the table", fails_naming(ep, vr), 1, true)
+    H.close(alive)
+    alive = nil
+    assert.are.same({}, kernel_view(ep))
     passes(ep)
   end)
 end)

@@ -26,17 +26,10 @@ local function rendering(ep, num, max, watched, ready)
 end
 
 -- The rendering read back as a Lua table constructor, as text only and in
--- an empty environment: load's mode and env from 5.2 on (LuaJIT has them
--- too), loadstring and setfenv on 5.1.
+-- an empty environment (H.load_in).
 local function load_back(s)
   assert.are.equal("epoll", s:sub(1, 5))
-  local chunk
-  if H.LUA_VERSION >= 502 or H.JIT then
-    chunk = assert(load("return " .. s:sub(6), "=tostring", "t", {}))
-  else
-    chunk = assert(rawget(_G, "loadstring")("return " .. s:sub(6), "=tostring"))
-    rawget(_G, "setfenv")(chunk, {})
-  end
+  local chunk = assert(H.load_in("return " .. s:sub(6), "=tostring", {}))
   return chunk()
 end
 

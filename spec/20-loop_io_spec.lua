@@ -1,6 +1,5 @@
 -- lepoll.loop: I/O watchers, through real pipes and socketpairs.
 local lepoll = require "lepoll"
-local loop = require "lepoll.loop"
 local socket = require "socket"
 local H = require "support.helpers"
 local T = H.T
@@ -8,19 +7,11 @@ local T = H.T
 local IN, OUT, HUP, RDHUP, ET, ONESHOT = lepoll.IN, lepoll.OUT, lepoll.HUP, lepoll.RDHUP, lepoll.ET,
   lepoll.ONESHOT
 
--- math.tointeger where it exists; before Lua 5.3 (no integer subtype) an
--- integral number is already what the loop gives.
-local tointeger = math.tointeger or function(n) return n end
+local tointeger = H.tointeger
 
 local C = H.cleanups(function(fn) finally(fn) end)
 local defer, pipe, socketpair = C.defer, C.pipe, C.socketpair
-
--- A loop closed when the test ends.
-local function new_loop(opts)
-  local l = loop.new(opts)
-  defer(function() l:close() end)
-  return l
-end
+local new_loop = C.new_loop -- a loop closed when the test ends
 
 -- A pipe whose ends the test may close early: it sets p.r or p.w to nil
 -- then, so that the cleanup cannot close a reused number.

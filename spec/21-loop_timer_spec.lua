@@ -2,20 +2,13 @@
 -- (opts.clock) driven by the spec with run("nowait"); waiting is checked on
 -- the real monotonic clock, in tens of milliseconds.
 local lepoll = require "lepoll"
-local loop = require "lepoll.loop"
 local H = require "support.helpers"
 local T = H.T
 
 local C = H.cleanups(function(fn) finally(fn) end)
-local defer, pipe = C.defer, C.pipe
+local defer, pipe, new_loop = C.defer, C.pipe, C.new_loop
 
 local now = lepoll.now
-
-local function new_loop(opts)
-  local l = loop.new(opts)
-  defer(function() l:close() end)
-  return l
-end
 
 -- A loop on a fake clock at `start` (default 100); returns it and a function
 -- that sets the time.
@@ -32,10 +25,7 @@ local function busy(seconds)
 end
 
 -- Counts of the loop's rendering: watchers, timers, tasks.
-local function counts(l)
-  local w, t, k = tostring(l):match("^loop{watchers=(%d+), timers=(%d+), tasks=(%d+), ")
-  return { tonumber(w), tonumber(t), tonumber(k) }
-end
+local counts = H.loop_counts
 
 describe("lepoll.loop timers", function()
   H.no_fd_leaks(lazy_setup, lazy_teardown)

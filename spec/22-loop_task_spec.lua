@@ -1,30 +1,21 @@
 -- lepoll.loop: tasks (coroutines) waiting for readability, writability and
 -- time, through real pipes and socketpairs.
 local lepoll = require "lepoll"
-local loop = require "lepoll.loop"
 local H = require "support.helpers"
 local T = H.T
 
 local C = H.cleanups(function(fn) finally(fn) end)
-local defer, pipe, socketpair = C.defer, C.pipe, C.socketpair
+local defer, pipe, socketpair, new_loop = C.defer, C.pipe, C.socketpair, C.new_loop
 
 local now = lepoll.now
-
-local function new_loop(opts)
-  local l = loop.new(opts)
-  defer(function() l:close() end)
-  return l
-end
 
 -- The set's table as tostring shows it: the inside of flags_by_fd={...}.
 local function watched(l)
   return (tostring(l):match("flags_by_fd={(.-)}"))
 end
 
-local function counts(l)
-  local w, t, k = tostring(l):match("^loop{watchers=(%d+), timers=(%d+), tasks=(%d+), ")
-  return { tonumber(w), tonumber(t), tonumber(k) }
-end
+-- Counts of the loop's rendering: watchers, timers, tasks.
+local counts = H.loop_counts
 
 -- Writes to fd until the kernel takes no more.
 local function fill(fd)

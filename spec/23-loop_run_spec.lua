@@ -7,7 +7,7 @@ local H = require "support.helpers"
 local T = H.T
 
 local C = H.cleanups(function(fn) finally(fn) end)
-local defer, pipe = C.defer, C.pipe
+local defer, pipe, new_loop = C.defer, C.pipe, C.new_loop
 
 local now = lepoll.now
 local CLOSED = "attempt to use a closed loop"
@@ -38,16 +38,8 @@ local scope = H.has.toclose and H.load([[
   if thrown ~= nil then error(thrown) end
 ]], "scope")
 
-local function new_loop(opts)
-  local l = loop.new(opts)
-  defer(function() l:close() end)
-  return l
-end
-
 -- Whether fd is an open descriptor of this process.
-local function is_open(fd)
-  return T.cloexec(fd) ~= nil
-end
+local is_open = H.is_open
 
 -- A timerfd that expires after `seconds`, closed when the test ends.
 local function timerfd(seconds, every)
@@ -533,7 +525,7 @@ describe("lepoll.loop.new", function()
   H.no_fd_leaks(lazy_setup, lazy_teardown)
 
   it("names its own options in errors about the set's sizes", function()
-    assert.are.equal("bad argument #1 to 'new' (max_ready_events: integer expected, got string)",
+    assert.are.equal("bad argument #1 to 'new' (max_ready_events must be an integer, got string)",
       H.msg_of(function() loop.new({ max_ready_events = "x" }) end))
     assert.are.equal("bad argument #1 to 'new' (max_ready_events must be in [1, 178956970], got 0)",
       H.msg_of(function() loop.new({ max_ready_events = 0 }) end))

@@ -1,23 +1,16 @@
 -- lepoll.loop: errors raised by watcher callbacks, timer callbacks and
 -- tasks; run re-raising them unchanged, tracebacks, on_error.
-local loop = require "lepoll.loop"
 local H = require "support.helpers"
 local T = H.T
 
 local C = H.cleanups(function(fn) finally(fn) end)
-local defer, pipe = C.defer, C.pipe
+local pipe, new_loop = C.pipe, C.new_loop
 
 local SRC = debug.getinfo(1, "S").short_src
 
 -- Lua 5.1, 5.2 and LuaJIT give error(42) a position, as a string (error
 -- adds one to a number there); 5.3 and later raise the number itself.
 local NUMBERS_KEPT = H.LUA_VERSION >= 503
-
-local function new_loop(opts)
-  local l = loop.new(opts)
-  defer(function() l:close() end)
-  return l
-end
 
 -- "file:line" of the function f's definition.
 local function defined(f)

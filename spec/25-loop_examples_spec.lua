@@ -6,30 +6,13 @@
 local H = require "support.helpers"
 
 local C = H.cleanups(function(fn) finally(fn) end)
-local defer = C.defer
+local tmpname = C.tmpname -- a temporary path, removed when the test ends
 
 local LUA = H.LUA
-
-local function quote(s)
-  return "'" .. s:gsub("'", "'\\''") .. "'"
-end
+local quote, slurp = H.quote, H.slurp
 
 -- The children find lepoll where this process does.
-local ENV = ("env LUA_PATH=%s LUA_CPATH=%s"):format(quote(package.path), quote(package.cpath))
-
--- A temporary path, removed when the test ends.
-local function tmpname()
-  local path = os.tmpname()
-  defer(function() os.remove(path) end)
-  return path
-end
-
-local function slurp(path)
-  local f = assert(io.open(path, "rb"))
-  local data = f:read("*a")
-  f:close()
-  return data
-end
+local ENV = H.CHILD_ENV
 
 -- Runs a shell command; returns its stdout, its stderr and how it exited.
 local function run(cmd)

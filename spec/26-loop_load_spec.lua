@@ -10,7 +10,6 @@
 --
 -- The server runs under the interpreter that runs the suite (H.LUA).
 local lepoll = require "lepoll"
-local loop = require "lepoll.loop"
 local socket = require "socket"
 local H = require "support.helpers"
 local T = H.T
@@ -29,79 +28,29 @@ local POOL = 1024 * 1024 -- the random bytes messages are cut from
 local LOAD_LIMIT = 600 -- seconds the whole load may take (a backstop: STALL catches a hang)
 local STALL = 30 -- seconds a client may wait for the server
 
-local function quote(s)
-  return "'" .. s:gsub("'", "'\\''") .. "'"
-end
+local quote = H.quote
 
 -- The child finds lepoll where this process does.
-local ENV = ("env LUA_PATH=%s LUA_CPATH=%s"):format(quote(package.path), quote(package.cpath))
+local ENV = H.CHILD_ENV
 
-local function new_loop(opts)
-  local l = loop.new(opts)
-  defer(function() l:close() end)
-  return l
-end
-
--- Whether file:close of an io.popen file tells how the command exited
--- (true, "exit", 0 / nil, "exit"|"signal", n): from Lua 5.2 on, not on 5.1
--- nor LuaJIT. There the shell around the command writes its status ($?)
--- to a file, read back by exit_of.
-local POPEN_STATUS = H.LUA_VERSION >= 502 and not H.JIT
-
--- The results of file:close for the shell status in the file at `path`
--- (128 + n after signal n).
-local function exit_of(path)
-  local f = assert(io.open(path, "rb"))
-  local n = assert(tonumber(f:read("*a")), "no exit status")
-  f:close()
-  os.remove(path)
-  if n == 0 then return true, "exit", 0 end
-  if n > 128 then return nil, "signal", n - 128 end
-  return nil, "exit", n
-end
+local new_loop = C.new_loop
 
 -- A new path for an exit status, and the shell command that writes it
--- (nothing and "" where file:close tells).
+-- (nothing and "" where file:close tells how the command exited: from Lua
+-- 5.2 on, not on 5.1 nor LuaJIT). H.exit_status reads it back.
 local function status_file()
-  if POPEN_STATUS then return nil, "" end
+  if H.has.popen_status then return nil, "" end
   local path = os.tmpname()
   return path, "; echo $? >" .. quote(path)
 end
 
 -- Output and exit of a short-lived command (bounded by `timeout`).
-local function run(cmd)
-  local status, write_status = status_file()
-  local p = assert(io.popen(cmd .. " 2>&1" .. write_status))
-  local out = p:read("*a")
-  local ok, how, code = p:close()
-  if status then ok, how, code = exit_of(status) end
-  return out, ok, how, code
-end
-
--- A number as an integer, or nil: math.tointeger, or before Lua 5.3 (no
--- integer subtype) the number itself when integral.
-local tointeger = math.tointeger or function(n)
-  return n == math.floor(n) and n > -2 ^ 53 and n < 2 ^ 53 and n or nil
-end
+local run = H.run
 
 -- An integer from a string, or nil.
 local function integer(s)
   local n = tonumber(s)
-  return n and tointeger(n)
-end
-
--- The seed: LEPOLL_SEED, or a new one from /dev/urandom.
-local function the_seed()
-  local env = os.getenv("LEPOLL_SEED")
-  if env then
-    local seed = integer(env)
-    assert(seed, "LEPOLL_SEED must be an integer, got " .. env)
-    return seed
-  end
-  local f = assert(io.open("/dev/urandom", "rb"))
-  local a, b, c, d = f:read(4):byte(1, 4)
-  f:close()
-  return ((a % 128) * 16777216 + b * 65536 + c * 256 + d) % 0x7fffffff + 1
+  return n and H.tointeger(n)
 end
 
 local function random_bytes(n)
@@ -221,7 +170,7 @@ function Server:stop(seconds, signal)
   end
   local ok, how, code = self.p:close()
   self.p = nil
-  if self.status then ok, how, code = exit_of(self.status) end
+  if self.status then ok, how, code = H.exit_status(self.status) end
   self.status = nil
   return self.out, ok, how, code
 end
@@ -344,7 +293,7 @@ describe("the echo server example as a program", function()
   end)
 
   it("echoes every byte, in order, to 200 concurrent clients sending 200 messages of up to 64 KiB", function()
-    local seed = the_seed()
+    local seed = H.seed()
     print(("\n26-loop_load: seed %d (LEPOLL_SEED=%d replays it on %s)"):format(seed, seed, LUA))
     math.randomseed(seed)
     local pool = random_bytes(POOL)

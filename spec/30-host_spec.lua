@@ -7,14 +7,7 @@ local H = require "support.helpers"
 local HOST = H.BUILD .. "/host"
 local unpack = table.unpack or rawget(_G, "unpack")
 
-local popen = H.popen
-
-local function run(cmd)
-  local p, close = popen(cmd .. " 2>&1")
-  local out = p:read("*a")
-  local ok, how, code = close()
-  return out, ok, how, code
-end
+local run = H.run
 
 describe("the example C host", function()
   H.no_fd_leaks(lazy_setup, lazy_teardown)

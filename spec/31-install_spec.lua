@@ -6,14 +6,7 @@ local H = require "support.helpers"
 -- The version directory of the Lua under test: "5.1" for LuaJIT.
 local V = _VERSION:match("^Lua (%d+%.%d+)$")
 
-local popen = H.popen
-
-local function sh(cmd)
-  local p, close = popen(cmd .. " 2>&1")
-  local out = p:read("*a")
-  local ok = close()
-  return ok, out
-end
+local sh = H.sh
 
 local function files_under(dir)
   local _, out = sh("cd '" .. dir .. "' && find . -type f | sort")

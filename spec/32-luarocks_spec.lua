@@ -9,23 +9,12 @@ local H = require "support.helpers"
 local ROCKSPEC = "rockspec/lepoll-scm-1.rockspec"
 local V = _VERSION:match("^Lua (%d+%.%d+)$")
 
-local popen = H.popen
-
-local function sh(cmd)
-  local p, close = popen(cmd .. " 2>&1")
-  local out = p:read("*a")
-  local ok = close()
-  return ok, out
-end
+local sh = H.sh
 
 -- The rockspec's fields, in a table of their own.
 local function load_rockspec(path)
   local spec = {}
-  if H.LUA_VERSION >= 502 then
-    assert(loadfile(path, "t", spec))()
-  else -- 5.1's loadfile takes no environment
-    rawget(_G, "setfenv")(assert(loadfile(path)), spec)()
-  end
+  assert(H.load_in(H.slurp(path), "@" .. path, spec))()
   return spec
 end
 
@@ -78,5 +67,24 @@ describe("the rockspec", function()
       assert.are.equal(tmp .. "/tree/", where:sub(1, #tmp + 6), where)
     end
     assert.are.equal(#names, n, out)
+  end)
+
+  it("lists every C source of the module and every Lua module of the checkout", function()
+    local spec = load_rockspec(ROCKSPEC)
+    local listed = {}
+    for _, src in ipairs(spec.build.modules.lepoll.sources) do listed[src] = true end
+    local ok, out = sh("ls src/core/*.c src/binding/*.c")
+    assert(ok, out)
+    for src in out:gmatch("[^\n]+") do
+      assert.is_true(listed[src] == true, src .. " is missing from the rockspec's sources")
+      listed[src] = nil
+    end
+    assert.are.same({}, listed)
+    ok, out = sh("cd lua && find . -name '*.lua' | sort")
+    assert(ok, out)
+    for file in out:gmatch("[^\n]+") do
+      local name = file:gsub("^%./", ""):gsub("%.lua$", ""):gsub("/", ".")
+      assert.are.equal("lua/" .. file:gsub("^%./", ""), spec.build.modules[name], name)
+    end
   end)
 end)

@@ -63,34 +63,8 @@ local SOCK_BYTES, SOCK_CHUNKS = 1024, 12
 
 local unpack = table.unpack or rawget(_G, "unpack")
 
--- math.tointeger where it exists (5.3 on); before, numbers are doubles and
--- an integral one is an integer.
-local tointeger = math.tointeger or function(x)
-  if type(x) == "number" and x == math.floor(x) then return x end
-  return nil
-end
-
-local function env_integer(name, default)
-  local v = os.getenv(name)
-  if v == nil or v == "" then return default end
-  local n = tointeger(tonumber(v))
-  assert(n, name .. " must be an integer, got " .. v)
-  return n
-end
-
--- The seed: LEPOLL_SEED, or a new one from the kernel's random bytes
--- (math.randomseed() without a seed exists only on 5.4).
-local function the_seed()
-  local env = os.getenv("LEPOLL_SEED")
-  if env and env ~= "" then return env_integer("LEPOLL_SEED") end
-  local f = assert(io.open("/dev/urandom", "rb"))
-  local b1, b2, b3, b4 = f:read(4):byte(1, 4)
-  f:close()
-  return (((b1 * 256 + b2) * 256 + b3) * 256 + b4) % 0x7fffffff + 1 -- 1 .. 0x7fffffff
-end
-
-local SEED = the_seed()
-local STEPS = env_integer("LEPOLL_MODEL_STEPS", 6000)
+local SEED = H.seed()
+local STEPS = H.env_integer("LEPOLL_MODEL_STEPS", 6000)
 local TRACE = (os.getenv("LEPOLL_MODEL_TRACE") or "") ~= ""
 
 local names = lepoll.flagnames

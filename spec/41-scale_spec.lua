@@ -36,32 +36,8 @@ local PAIRS = 5000
 local MAX_READY = 128
 local MAX_QUEUED = 4 -- writes queued per descriptor, at most
 
-local function env_number(name, default)
-  local v = os.getenv(name)
-  if v == nil or v == "" then return default end
-  local n = tonumber(v)
-  assert(n, name .. " must be a number, got " .. v)
-  return n
-end
-
--- LEPOLL_SEED, or a seed from the kernel's random bytes (math.randomseed()
--- without a seed exists only on 5.4).
-local function the_seed()
-  local env = os.getenv("LEPOLL_SEED")
-  if env and env ~= "" then
-    local seed = tonumber(env)
-    assert(seed and seed == math.floor(seed), "LEPOLL_SEED must be an integer, got " .. env)
-    return math.tointeger and math.tointeger(seed) or seed
-  end
-  local f = assert(io.open("/dev/urandom", "rb"))
-  local seed = 0
-  for _, byte in ipairs({ f:read(4):byte(1, 4) }) do seed = seed * 256 + byte end
-  f:close()
-  return seed % 0x7fffffff + 1
-end
-
-local SEED = the_seed()
-local SECONDS = env_number("LEPOLL_SCALE_SECONDS", 2)
+local SEED = H.seed()
+local SECONDS = H.env_number("LEPOLL_SCALE_SECONDS", 2)
 
 -- The flags the churn sets, with their weights.
 local FLAG_MENU = {

@@ -25,19 +25,7 @@ local TEXT = {
   EBADF = "Bad file descriptor",
 }
 
-local function quote(s)
-  return "'" .. s:gsub("'", "'\\''") .. "'"
-end
-
-local popen = H.popen
-
--- Compiles src as a chunk that sees only env (5.1: loadstring, setfenv).
-local function load_with(src, name, env)
-  if H.LUA_VERSION >= 502 then return load(src, name, "t", env) end
-  local chunk, err = rawget(_G, "loadstring")(src, name)
-  if chunk then rawget(_G, "setfenv")(chunk, env) end
-  return chunk, err
-end
+local quote, popen = H.quote, H.popen
 
 -- What every child runs around its scenario. The scenario is loaded as
 -- the chunk "scenario" and returns its facts; the child writes
@@ -111,8 +99,7 @@ io.write("return ", dump({ ok = ok, facts = facts, fds_before = fds_before, fds_
 -- Returns the scenario's facts, once the child exited 0 with no
 -- descriptor left open.
 local function child(scenario)
-  local path = os.tmpname()
-  C.defer(function() os.remove(path) end)
+  local path = C.tmpname()
   local f = assert(io.open(path, "w"))
   f:write(("package.path = %q\npackage.cpath = %q\nSCENARIO = %q\n"):format(package.path,
     package.cpath, scenario), PRELUDE)
@@ -124,7 +111,7 @@ local function child(scenario)
   local out = p:read("*a")
   local _, how, code = close()
   assert.are.same({ "exit", 0 }, { how, code }, out)
-  local load_output = load_with(out, "=child output", {})
+  local load_output = H.load_in(out, "=child output", {})
   assert(load_output, "child output: " .. out)
   local res = load_output()
   assert(res.ok, res.facts)

@@ -14,11 +14,7 @@ local IN = lepoll.IN
 local STORM = 0.001   -- a SIGALRM every millisecond
 local DEADLINE = 5    -- seconds: a lost event fails the test instead of hanging it
 
-local function quote(s)
-  return "'" .. s:gsub("'", "'\\''") .. "'"
-end
-
-local popen = H.popen
+local quote, popen = H.quote, H.popen
 
 -- Starts the storm; it stops when the test ends.
 local function storm()
@@ -109,8 +105,7 @@ describe("signals", function()
       for i = 1, %d do io.write(i, "\n") ep:wait(0.001) end
       ep:close()
     ]]):format(LINES)
-    local cmd = ("env LUA_PATH=%s LUA_CPATH=%s timeout 20 %s -e %s")
-      :format(quote(package.path), quote(package.cpath), H.LUA, quote(script))
+    local cmd = ("%s timeout 20 %s -e %s"):format(H.CHILD_ENV, H.LUA, quote(script))
     local p, close = popen(cmd, "r")
     local closed = false
     C.defer(function() if not closed then close() end end)

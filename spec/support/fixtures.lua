@@ -1,0 +1,110 @@
+-- What tests make and must not leave behind: raw descriptors (through the
+-- lepoll_test module), sets, pipes, socketpairs, loops and temporary
+-- files, each cleaned up when the test ends.
+local T = require "lepoll_test"
+local lepoll = require "lepoll"
+local luassert = require "luassert"
+
+local M = { T = T }
+
+-- Closes raw descriptors, ignoring ones already closed.
+function M.close(...)
+  for i = 1, select("#", ...) do
+    local fd = select(i, ...)
+    if fd then T.close(fd) end
+  end
+end
+
+-- The whole content of the file at `path`.
+function M.slurp(path)
+  local f = assert(io.open(path, "rb"))
+  local data = f:read("*a")
+  f:close()
+  return data
+end
+
+-- Cleanups run at the end of the current test, whether it passes or not.
+-- busted keeps only the last finally() of a test, so they go in a list that
+-- one finally() runs, last registered first. finally itself exists only
+-- while a test runs, in the spec file's environment: busted 2.1.1 sets it
+-- per test, and require "busted" does not export it (it does export
+-- lazy_setup and the like). So a spec file hands over a function that looks
+-- it up when called, and gets back its helpers:
+--   local C = H.cleanups(function(fn) finally(fn) end)
+function M.cleanups(finally)
+  local C = {}
+  local pending = {}
+
+  local function run_pending()
+    local list = pending
+    pending = {}
+    for i = #list, 1, -1 do list[i]() end
+  end
+
+  -- Runs fn when the current test ends.
+  function C.defer(fn)
+    pending[#pending + 1] = fn
+    finally(run_pending)
+  end
+
+  -- lepoll.create(...), closed when the test ends.
+  function C.new_set(...)
+    local ep = lepoll.create(...)
+    C.defer(function() ep:close() end)
+    return ep
+  end
+
+  -- T.pipe(), both ends closed when the test ends.
+  function C.pipe()
+    local r, w = assert(T.pipe())
+    C.defer(function() M.close(r, w) end)
+    return r, w
+  end
+
+  -- T.socketpair(kind), both ends closed when the test ends.
+  function C.socketpair(kind)
+    local a, b = assert(T.socketpair(kind))
+    C.defer(function() M.close(a, b) end)
+    return a, b
+  end
+
+  -- A new set watching n level-triggered pipes for IN, each with `data`
+  -- waiting (none when data is nil), written in pipe order: the kernel's
+  -- order. Returns the set and the pipes as a list of {r = fd, w = fd}; the
+  -- set and the pipes are closed when the test ends.
+  function C.watched_pipes(n, data)
+    local ep = lepoll.create()
+    local pipes = {}
+    C.defer(function()
+      ep:close()
+      for _, p in ipairs(pipes) do M.close(p.r, p.w) end
+    end)
+    for i = 1, n do
+      local r, w = assert(T.pipe())
+      pipes[i] = { r = r, w = w }
+      ep:set(r, lepoll.IN)
+      if data then luassert.are.equal(#data, T.write(w, data)) end
+    end
+    return ep, pipes
+  end
+
+  -- lepoll.loop.new(opts), closed when the test ends. (The loop module is
+  -- required here, when a test first asks for a loop.)
+  function C.new_loop(opts)
+    local l = require("lepoll.loop").new(opts)
+    C.defer(function() l:close() end)
+    return l
+  end
+
+  -- A new temporary path (os.tmpname creates the file), removed when the
+  -- test ends.
+  function C.tmpname()
+    local path = os.tmpname()
+    C.defer(function() os.remove(path) end)
+    return path
+  end
+
+  return C
+end
+
+return M

@@ -1,0 +1,32 @@
+-- Child processes: shell commands and child interpreters of the Lua under
+-- test, their command lines, their output and how they ended.
+local compat = require "support.compat"
+
+local M = {}
+
+-- s as one word of a shell command line, in single quotes.
+function M.quote(s)
+  return "'" .. s:gsub("'", "'\\''") .. "'"
+end
+
+-- The start of a shell command line (`env LUA_PATH=... LUA_CPATH=...`)
+-- that has a child interpreter find lepoll where this process does.
+M.CHILD_ENV = ("env LUA_PATH=%s LUA_CPATH=%s"):format(M.quote(package.path), M.quote(package.cpath))
+
+-- Runs a shell command, its stderr merged into its stdout; returns that
+-- output and how the command ended, as p:close() says it from Lua 5.2 on:
+-- out, true or nil, "exit" or "signal", the code (H.popen).
+function M.run(cmd)
+  local p, close = compat.popen(cmd .. " 2>&1")
+  local out = p:read("*a")
+  local ok, how, code = close()
+  return out, ok, how, code
+end
+
+-- The same, as whether it exited 0 (true or nil) and its output.
+function M.sh(cmd)
+  local out, ok = M.run(cmd)
+  return ok, out
+end
+
+return M
