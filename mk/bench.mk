@@ -1,54 +1,73 @@
-# ----------------------------------------------------------------------------
-# Benchmarks (issue 5): lepoll against raw C, luv, cqueues and socket.select.
-#   make bench        every benchmark, full sizes, several interleaved rounds;
-#                     writes bench/RESULTS.md (BENCH_ROUNDS, BENCH_BUDGET_MS:
-#                     the time each contender runs per round), with the
-#                     echo section (bench-echo), the instruction counts
-#                     (bench-profile, mk/profile.mk) and bench/scaling.png
-#   make bench-smoke  every benchmark at tiny sizes, one short round, for CI;
-#                     ends with "N passed, N failed" (benchmarks that ran)
+# Benchmarks of lepoll against raw C, luv, cqueues and socket.select
+#   make bench          every benchmark, full sizes, several interleaved
+#                       rounds; writes bench/RESULTS.md (BENCH_ROUNDS,
+#                       BENCH_BUDGET_MS: the time each contender runs per
+#                       round), with the echo section (bench-echo), the
+#                       instruction counts (bench-profile) and
+#                       bench/scaling.png
+#   make bench-smoke    every benchmark at tiny sizes, one short round, for
+#                       CI; ends with "N passed, N failed" (benchmarks that ran)
+#   make bench-echo     the echo-server benchmark alone (ECHO_ROUNDS,
+#                       ECHO_SECONDS: measured seconds per run); writes
+#                       build/bench/echo.md, the section bench/RESULTS.md
+#                       takes in
+#   make bench-profile  user-space instructions per event at N=64, counted by
+#                       callgrind, for wait(0) alone, the plain-Lua floor,
+#                       iter_ready, fold_ready and luv; writes
+#                       build/bench/profile.md
+#   make deps-bench     the peers and gnuplot, when missing
 # The peers come from Debian's packages (lua-luv, lua-cqueues, lua-socket;
-# gnuplot-nox for the plot), installed when missing. The raw C
-# contender lives in build/bench/benchc.so (bench/benchc.c), a bench-only
-# module, so it runs in the driver's process, interleaved with the rest.
-# The echo-server benchmark (bench/echo.lua, bench/echo/) runs separate
-# processes: a C load generator and each server in turn; make bench-echo
-# runs it alone (ECHO_ROUNDS, ECHO_SECONDS: measured seconds per run) and
-# writes build/bench/echo.md, the section bench/RESULTS.md takes in.
+# gnuplot-nox for the plot). The raw C contender lives in
+# build/bench/benchc.so (bench/benchc.c), a bench-only module, so it runs in
+# the driver's process, interleaved with the rest. The echo benchmark
+# (bench/echo.lua, bench/echo/) runs separate processes: a C load generator
+# and each server in turn. Instruction counts are repeatable where timings
+# are noisy.
 BENCH_DIR       := $(BUILD)/bench
 BENCH_SO        := $(BENCH_DIR)/benchc.so
+BENCH_PROFILE   := $(BENCH_DIR)/profile.md
 BENCH_PACKAGES  := lua-luv lua-cqueues lua-socket gnuplot-nox
 BENCH_ROUNDS    ?= 15
 BENCH_BUDGET_MS ?= 20
 ECHO_BIN        := $(BENCH_DIR)/echo-loadgen $(BENCH_DIR)/echo-server
 ECHO_ROUNDS     ?= 5
 ECHO_SECONDS    ?= 2
-BENCH_ENV        = LUA_CPATH="$(BENCH_DIR)/?.so;$(BUILD)/?.so;;" LUA_PATH="lua/?.lua;lua/?/init.lua;;"
+BENCH_ENV        = LUA_CPATH="$(BENCH_DIR)/?.so;$(BUILD)/?.so;;" LUA_PATH="$(LUA_MODS_PATH)"
 
-.PHONY: bench bench-smoke bench-echo deps-bench
+.PHONY: bench bench-smoke bench-echo bench-profile deps-bench
 
+## install the benchmarks' peers (luv, cqueues, LuaSocket) and gnuplot when missing
 deps-bench: deps
 	@tools/ensure-deps $(BENCH_PACKAGES)
 
 $(BENCH_SO): bench/benchc.c | deps-bench
-	@mkdir -p $(BENCH_DIR)
+	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) $(LIBFLAG) -o $@ $<
 
 # The echo programs are plain C: no Lua.
 $(BENCH_DIR)/echo-%: bench/echo/%.c | deps-bench
-	@mkdir -p $(BENCH_DIR)
+	@mkdir -p $(dir $@)
 	$(CC) -std=c99 $(WARN) $(CFLAGS) -o $@ $<
 
-# The echo section is written first, so that the report can take it in.
-bench-echo: $(BUILD)/lepoll.so $(ECHO_BIN) | deps-bench
-	$(BENCH_ENV) $(LUA) bench/echo.lua --lua $(LUA) --rounds $(ECHO_ROUNDS) --seconds $(ECHO_SECONDS) \
-	    --out $(BENCH_DIR)/echo.md
-
+# The echo section and the instruction counts are written first, so that
+# the report can take them in.
+## every benchmark, full sizes; writes bench/RESULTS.md and bench/scaling.png
 bench: bench-echo bench-profile $(BUILD)/lepoll.so $(BENCH_SO) | deps-bench
 	$(BENCH_ENV) $(LUA) bench/run.lua --rounds $(BENCH_ROUNDS) --budget-ms $(BENCH_BUDGET_MS) \
 	    --echo $(BENCH_DIR)/echo.md --profile $(BENCH_PROFILE) --plot bench/scaling.png \
 	    --out bench/RESULTS.md
 
+## every benchmark at tiny sizes, one short round, for CI
 bench-smoke: $(BUILD)/lepoll.so $(BENCH_SO) $(ECHO_BIN) | deps-bench
 	$(BENCH_ENV) $(LUA) bench/run.lua --smoke
 	$(BENCH_ENV) $(LUA) bench/echo.lua --lua $(LUA) --smoke
+
+## the echo-server benchmark alone; writes build/bench/echo.md
+bench-echo: $(BUILD)/lepoll.so $(ECHO_BIN) | deps-bench
+	$(BENCH_ENV) $(LUA) bench/echo.lua --lua $(LUA) --rounds $(ECHO_ROUNDS) --seconds $(ECHO_SECONDS) \
+	    --out $(BENCH_DIR)/echo.md
+
+## instructions per event of the dispatch paths (callgrind); writes build/bench/profile.md
+bench-profile: $(BUILD)/lepoll.so $(BENCH_SO) | deps-bench deps-valgrind
+	$(BENCH_ENV) $(LUA) bench/profile.lua --out $(BENCH_PROFILE)
+	@cat $(BENCH_PROFILE)

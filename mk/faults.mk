@@ -1,15 +1,15 @@
-# ----------------------------------------------------------------------------
-# Fault injection for the specs (issue 6): build/spec/libfaults.so, an
-# LD_PRELOAD library (spec/support/faults.c) that makes epoll_create1,
+# Fault injection for the specs (build/spec/libfaults.so)
+# No target of its own: the library is added to the prerequisites of the
+# targets that run the specs (test, sanitize, valgrind).
+#
+# spec/support/faults.c, preloaded (LD_PRELOAD), makes epoll_create1,
 # epoll_ctl and epoll_wait fail with a chosen errno on the Nth call, armed
 # at run time from Lua (lepoll_test's T.fault). spec/42-faults_spec.lua
-# starts a child lua5.4 per scenario with it preloaded. It is built before
-# the specs run (make test, and make sanitize, whose specs are the same).
+# starts a child lua5.4 per scenario with it preloaded.
 FAULTS_SO := $(BUILD)/spec/libfaults.so
 
 $(FAULTS_SO): spec/support/faults.c | deps
-	@mkdir -p $(BUILD)/spec
+	@mkdir -p $(dir $@)
 	$(CC) -std=c99 -fPIC -fvisibility=hidden $(WARN) $(CFLAGS) $(LIBFLAG) -o $@ $< -ldl
 
-test: $(FAULTS_SO)
-sanitize: $(FAULTS_SO)
+test sanitize valgrind: $(FAULTS_SO)

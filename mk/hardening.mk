@@ -1,18 +1,16 @@
-# Hardening: sanitizers, valgrind, static analysis (issue 6).
+# Hardening: the specs under sanitizers and valgrind, static analysis
 #   make sanitize   lepoll and the specs' helper module built again with
 #                   AddressSanitizer and UBSan into build/asan/; the C core
 #                   tests, then the whole spec suite, run with them
 #   make valgrind   the whole spec suite under memcheck, with the
 #                   generational collector at its most frequent
 #   make lint       cppcheck and clang-tidy on src/ (with the headers of
-#                   every supported Lua), luacheck on the Lua code
+#                   every supported Lua: lint-c), luacheck on the Lua code
+#                   (lint-lua)
+#   make deps-lint  the analysers, when missing
 # Each installs what it needs first (tools/ensure-deps PACKAGE...).
 
 .PHONY: sanitize valgrind lint lint-c lint-lua deps-lint
-
-# The Lua files the specs and the examples are, and the C files analysed.
-LINT_C   := $(SRC)
-LINT_LUA := lua spec examples bench
 
 # busted as a script of this Lua, so that it runs in this process (with the
 # sanitizer runtime or under valgrind) instead of starting $(LUA) again.
@@ -38,30 +36,19 @@ BUSTED_IN = $(LUA) $(shell command -v $(BUSTED)) --ignore-lua
 # for lua5.4 exists, and it turns it back on. Every other check stays on
 # in every process.
 ASAN_DIR    := $(BUILD)/asan
-ASAN_OBJ    := $(SRC:src/%.c=$(ASAN_DIR)/obj/%.o)
 ASAN_CFLAGS := -fsanitize=address,undefined -fno-sanitize-recover=all \
                -fno-omit-frame-pointer -g
 ASAN_RUN    := abort_on_error=0:exitcode=86:detect_stack_use_after_return=1
 UBSAN_RUN   := print_stacktrace=1:halt_on_error=1:exitcode=87
 ASAN_PRELOAD = $(shell $(CC) -print-file-name=libasan.so) $(shell $(CC) -print-file-name=libubsan.so)
 
-$(ASAN_DIR)/obj/%.o: src/%.c $(HDR) | deps
-	@mkdir -p $(dir $@)
-	$(CC) $(ALL_CFLAGS) $(INCLUDES) $(ASAN_CFLAGS) -c -o $@ $<
-
-$(ASAN_DIR)/lepoll.so: $(ASAN_OBJ)
-	$(CC) $(LIBFLAG) $(ASAN_CFLAGS) -o $@ $(ASAN_OBJ)
-
-$(ASAN_DIR)/spec/lepoll_test.so: spec/support/lepoll_test.c src/binding/compat.h | deps
-	@mkdir -p $(ASAN_DIR)/spec
-	$(CC) $(ALL_CFLAGS) $(INCLUDES) $(ASAN_CFLAGS) $(LIBFLAG) -o $@ $<
-
-$(ASAN_DIR)/core_test: test/c/core_test.c $(CORE_SRC) $(CORE_HDR) | deps
-	@mkdir -p $(ASAN_DIR)
-	$(CC) -std=c99 $(WARN) $(CFLAGS) $(ASAN_CFLAGS) -Isrc/core -o $@ test/c/core_test.c $(CORE_SRC)
+# build/asan/: lepoll.so, spec/lepoll_test.so, core_test (the Makefile's
+# lepoll_build).
+$(eval $(call lepoll_build,$(ASAN_DIR),$(ASAN_CFLAGS)))
 
 # The specs also use build/host, make install and luarocks: what make test
-# builds first is built too.
+# builds first is built too. mk/faults.mk adds the fault-injection library.
+## the C core's tests, then every spec, under ASan and UBSan (build/asan/)
 sanitize: all $(BUILD)/host $(ASAN_DIR)/lepoll.so $(ASAN_DIR)/spec/lepoll_test.so \
           $(ASAN_DIR)/core_test | deps
 	ASAN_OPTIONS=detect_leaks=1:$(ASAN_RUN) UBSAN_OPTIONS=$(UBSAN_RUN) $(ASAN_DIR)/core_test
@@ -77,7 +64,7 @@ sanitize: all $(BUILD)/host $(ASAN_DIR)/lepoll.so $(ASAN_DIR)/spec/lepoll_test.s
 # make valgrind: the whole spec suite in lua5.4 under memcheck, with the
 # modules make test uses (build/*.so, as .busted says; the helper checks
 # that they are the ones loaded). Any memory error or definite leak fails
-# the run (VALGRIND_FLAGS, from the Makefile: --error-exitcode,
+# the run (VALGRIND_FLAGS, in the Makefile: --error-exitcode,
 # --errors-for-leak-kinds=definite). Nothing is suppressed: lua5.4 and busted
 # leak nothing definite (lua_close frees the state at exit).
 #
@@ -91,12 +78,12 @@ sanitize: all $(BUILD)/host $(ASAN_DIR)/lepoll.so $(ASAN_DIR)/spec/lepoll_test.s
 #
 # The C modules stay mapped until exit (LEPOLL_KEEP_CLIBS) and valgrind keeps
 # their symbols (--keep-debuginfo), so a leak's stack names lepoll's
-# functions. The processes the specs start are not traced. FAULTS_SO, the
-# fault-injection library spec/42 preloads, is mk/faults.mk's (included
-# before this file: the includes come in name order).
+# functions. The processes the specs start are not traced. mk/faults.mk adds
+# the fault-injection library spec/42 preloads to the prerequisites.
 VALGRIND_GC := LEPOLL_GC=generational LEPOLL_GC_MINORMUL=1 LEPOLL_GC_MAJORMUL=10
 
-valgrind: all $(BUILD)/spec/lepoll_test.so $(BUILD)/host $(FAULTS_SO) | deps-valgrind
+## every spec under valgrind's memcheck, collector at its most frequent (minutes)
+valgrind: all $(BUILD)/spec/lepoll_test.so $(BUILD)/host | deps-valgrind
 	$(VALGRIND_GC) LEPOLL_MODULE_DIR=$(BUILD) LEPOLL_KEEP_CLIBS=1 \
 	    $(VALGRIND) $(VALGRIND_FLAGS) --keep-debuginfo=yes \
 	    $(BUSTED_IN) --helper=spec/support/hardening.lua
@@ -109,7 +96,9 @@ valgrind: all $(BUILD)/spec/lepoll_test.so $(BUILD)/host $(FAULTS_SO) | deps-val
 #   clang-tidy  src/, the checks and their reasons in .clang-tidy (bugprone,
 #               cert, clang-analyzer; warnings are errors), with the
 #               build's flags
-#   luacheck    lua/, spec/ and examples/, configured by .luacheckrc
+#   luacheck    lua/, spec/, examples/ and bench/, configured by .luacheckrc
+LINT_C         := $(SRC)
+LINT_LUA       := lua spec examples bench
 CPPCHECK       ?= cppcheck
 CLANG_TIDY     ?= clang-tidy
 LUACHECK       ?= luacheck
@@ -117,15 +106,19 @@ CPPCHECK_FLAGS := --enable=warning,style,performance,portability --error-exitcod
                   --inline-suppr --std=c99 --force --quiet
 LINT_PACKAGES  := cppcheck clang-tidy lua-check
 
+## install cppcheck, clang-tidy and luacheck when missing
 deps-lint: deps
 	@tools/ensure-deps $(LINT_PACKAGES)
 
+## static analysis: lint-c, then lint-lua
 lint: lint-c lint-lua
 	@echo "lint: cppcheck, clang-tidy and luacheck found nothing"
 
 # cppcheck and clang-tidy see the sources once per Lua version's headers:
 # src/binding/compat.h takes a different path through each.
-LINT_LUAS ?= lua5.1 lua5.2 lua5.3 lua5.4 luajit
+LINT_LUAS ?= $(SUPPORTED_LUAS)
+
+## cppcheck and clang-tidy on src/, once per supported Lua's headers (LINT_LUAS)
 lint-c: | deps-lint
 	@tools/ensure-deps $(foreach v,$(LINT_LUAS),$(LUA_PACKAGES_$(v)))
 	@set -e; for v in $(LINT_LUAS); do \
@@ -135,5 +128,6 @@ lint-c: | deps-lint
 		$(CLANG_TIDY) --quiet $(LINT_C) -- -std=c99 $$flags $(INCLUDES); \
 	done
 
+## luacheck on lua/, spec/, examples/ and bench/ (.luacheckrc)
 lint-lua: | deps-lint
 	$(LUACHECK) --quiet $(if $(MAKE_TERMOUT),,--no-color) $(LINT_LUA)

@@ -1,13 +1,15 @@
-# ----------------------------------------------------------------------------
-# make test-all: make test under every Lua lepoll supports, one after the
-# other, each with its own build (build/ for 5.4, build/VERSION/ for the
-# rest); the interpreters and headers come from Debian's packages, which
-# make test installs when missing. Every version runs even when one fails;
-# the target fails if any did.
-TEST_ALL_LUAS ?= lua5.1 lua5.2 lua5.3 lua5.4 luajit
+# The test matrix, make test under every Lua lepoll supports
+#   make test-all   make test LUA=V for each V of TEST_ALL_LUAS
+#
+# One version after the other, each with its own build (build/ for 5.4,
+# build/VERSION/ for the rest); the interpreters and headers come from
+# Debian's packages, which make test installs when missing. Every version
+# runs even when one fails; the target fails if any did.
+TEST_ALL_LUAS ?= $(SUPPORTED_LUAS)
 
 .PHONY: test-all
 
+## make test under every supported Lua (TEST_ALL_LUAS), one after the other
 test-all:
 	@failed=""; \
 	for v in $(TEST_ALL_LUAS); do \

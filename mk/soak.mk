@@ -1,10 +1,10 @@
-# ----------------------------------------------------------------------------
-# make soak: the random specs, long (issue 6).
-#   spec/40-model_spec.lua  runs of SOAK_STEPS (40000) random operations,
-#                           each with a new seed, until SOAK_SECONDS (60)
-#                           have passed (at least one run)
-#   spec/41-scale_spec.lua  10,000 watched descriptors churned for
-#                           SOAK_SCALE_SECONDS (20)
+# Soak testing, the random specs run long
+#   make soak   runs, one after the other,
+#     spec/40-model_spec.lua  runs of SOAK_STEPS (40000) random operations,
+#                             each with a new seed, until SOAK_SECONDS (60)
+#                             have passed (at least one run)
+#     spec/41-scale_spec.lua  10,000 watched descriptors churned for
+#                             SOAK_SCALE_SECONDS (20)
 # Each run prints its seed; the first failure stops the soak, and its message
 # says how to replay it (LEPOLL_SEED=N LEPOLL_MODEL_STEPS=N busted FILE).
 # With LEPOLL_SEED set, the model runs once, with that seed.
@@ -18,6 +18,7 @@ SOAK_ENV = LEPOLL_BUILD=$(BUILD) LEPOLL_LUA=$(LUA)
 
 .PHONY: soak
 
+## the model and scale specs, long (SOAK_SECONDS, SOAK_STEPS, SOAK_SCALE_SECONDS)
 soak: all $(BUILD)/spec/lepoll_test.so
 	@start=$$(date +%s); runs=0; \
 	while :; do \

@@ -153,7 +153,6 @@ static int object_to_fd(lua_State *L, int idx, const lep_set *s, int *fd)
 	static const char *const methods[] = {"getfd", "pollfd", "fileno"};
 	FILE *file = NULL;
 	int top = lua_gettop(L);
-	size_t i;
 
 	if (tofile(L, idx, &file)) {
 		if (file == NULL) {
@@ -166,6 +165,8 @@ static int object_to_fd(lua_State *L, int idx, const lep_set *s, int *fd)
 	}
 	if (lua_type(L, idx) == LUA_TTABLE ||
 	    (lua_type(L, idx) == LUA_TUSERDATA && luaL_getmetafield(L, idx, "__index") != LUA_TNIL)) {
+		size_t i;
+
 		lua_settop(L, top);
 		for (i = 0; i < sizeof methods / sizeof methods[0]; i++) {
 			int t = lua_getfield(L, idx, methods[i]);
@@ -378,7 +379,6 @@ int lepb_checktimeout(lua_State *L, int idx)
 
 int lepb_tocount(lua_State *L, int idx, int def, int max, const char *what, int *out)
 {
-	char num[INTSTR_SIZE];
 	lua_Integer v = 0;
 	int rc;
 
@@ -395,10 +395,13 @@ int lepb_tocount(lua_State *L, int idx, int def, int max, const char *what, int 
 		*out = (int)v;
 		return 1;
 	}
-	if (rc == INT_OUT_OF_RANGE)
+	if (rc == INT_OUT_OF_RANGE) {
+		char num[INTSTR_SIZE];
+
 		lua_pushfstring(L, "%s must be in [1, %d], got %s", what, max, numtext(L, idx, num));
-	else
+	} else {
 		lua_pushfstring(L, "%s must be an integer", what);
+	}
 	return 0;
 }
 
