@@ -36,9 +36,10 @@ describe("make install", function()
         "usr/local/lib/liblepoll.a",
         "usr/local/lib/lua/" .. V .. "/lepoll.so",
       }
-      local _, mods = sh("ls lua/lepoll/*.lua 2>/dev/null")
+      -- Every Lua module under lua/, at its depth (lepoll/loop/heap.lua, ...).
+      local _, mods = sh("cd lua && find . -name '*.lua'")
       for path in mods:gmatch("[^\n]+") do
-        expected[#expected + 1] = "usr/local/share/lua/" .. V .. "/lepoll/" .. path:match("[^/]+$")
+        expected[#expected + 1] = "usr/local/share/lua/" .. V .. "/" .. path:gsub("^%./", "")
       end
       table.sort(expected)
       assert.are.same(expected, files_under(root))

@@ -809,6 +809,8 @@ static void do_set(int k, int fd, uint32_t flags)
 		want = EBADF;
 	else if (fd < 0 || fd >= m->num_fds)
 		want = EINVAL;
+	else if (watched && ((flags | m->flags[fd]) & LEP_EXCLUSIVE))
+		want = EINVAL; /* the core's exclusive rule, before any system call */
 	else {
 		want = kernel_ctl(k, fd, flags, watched);
 		grows = want == 0 && !watched && fd >= sn.s.cap;
@@ -1122,7 +1124,8 @@ static int ref_by_name(const char *s, size_t len, uint32_t *out)
 
 static int is_sep(char c)
 {
-	return c == '|' || c == ',' || c == ' ' || c == '\t' || c == '\n' || c == '\r';
+	return c == '|' || c == ',' || c == ' ' || c == '\t' || c == '\n' || c == '\v' || c == '\f' ||
+	       c == '\r';
 }
 
 static int ref_parse(const char *s, size_t len, uint32_t *out, size_t *bad, size_t *badlen)
