@@ -11,22 +11,33 @@
 
 /* ------------------------------------------------------------ the table */
 
+/* After lep_set_flags refused with EINVAL (the set unchanged): 1 with the
+ * reason pushed when the exclusive rule refused, not the kernel. Asked
+ * only on failure, so a successful set looks fd up once. */
+static int exclusive_refusal(lua_State *L, const lep_set *s, int fd, uint32_t flags, int err)
+{
+	int rule = err == EINVAL ? lep_exclusive_rule(s, fd, flags) : LEP_EXCLUSIVE_OK;
+
+	if (rule == LEP_EXCLUSIVE_OK)
+		return 0;
+	lepb_pushexclusivereason(L, rule, fd);
+	return 1;
+}
+
 /* Stack: set, fd, flags. 0, or a reason pushed (*err 0) or an errno. */
 static int try_set_flags(lua_State *L, lep_set *s, int *fd, int *err)
 {
 	uint32_t flags;
-	int rule;
 
 	*err = 0;
 	if (!lepb_tofd(L, 2, s, fd) || !lepb_toflags(L, 3, &flags))
 		return 0;
-	rule = lep_exclusive_rule(s, *fd, flags);
-	if (rule != LEP_EXCLUSIVE_OK) {
-		lepb_pushexclusivereason(L, rule, *fd);
-		return 0;
-	}
 	*err = lep_set_flags(s, *fd, flags);
-	return *err == 0;
+	if (*err == 0)
+		return 1;
+	if (exclusive_refusal(L, s, *fd, flags, *err))
+		*err = 0; /* the reason is pushed */
+	return 0;
 }
 
 static int m_set(lua_State *L)
@@ -34,14 +45,13 @@ static int m_set(lua_State *L)
 	lep_set *s = &lepb_checkset(L)->core;
 	int fd = lepb_checkfd(L, 2, s);
 	uint32_t flags = lepb_checkflags(L, 3);
-	int rule = lep_exclusive_rule(s, fd, flags), err;
+	int err = lep_set_flags(s, fd, flags);
 
-	if (rule != LEP_EXCLUSIVE_OK)
-		return luaL_argerror(L, 3, lepb_pushexclusivereason(L, rule, fd));
-	err = lep_set_flags(s, fd, flags);
-	if (err != 0)
-		return lepb_syserror(L, "set", fd, err);
-	return 0;
+	if (err == 0)
+		return 0;
+	if (exclusive_refusal(L, s, fd, flags, err))
+		return luaL_argerror(L, 3, lua_tostring(L, -1));
+	return lepb_syserror(L, "set", fd, err);
 }
 
 static int m_try_set(lua_State *L)
