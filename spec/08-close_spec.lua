@@ -37,6 +37,7 @@ describe("closing an epoll set", function()
     { "iter_ready", function(ep) return ep:iter_ready(function() end) end },
     { "fold_ready", function(ep) return ep:fold_ready(0, function(acc) return acc end) end },
     { "clear_ready", function(ep) return ep:clear_ready() end },
+    { "ready_into", function(ep) return ep:ready_into({}, {}) end },
     { "getfd", function(ep) return ep:getfd() end },
     { "pollfd", function(ep) return ep:pollfd() end },
     { "events", function(ep) return ep:events() end },
@@ -321,7 +322,7 @@ describe("closing an epoll set", function()
       for name in pairs(mt.__index) do names[#names + 1] = name end
       table.sort(names)
       assert.are.same({ "clear_ready", "close", "events", "find", "fold", "fold_ready",
-        "getfd", "invariant", "iter", "iter_ready", "pollfd", "remove", "set", "tofd",
+        "getfd", "invariant", "iter", "iter_ready", "pollfd", "ready_into", "remove", "set", "tofd",
         "try_remove", "try_set", "try_tofd", "wait", "wait_timeout_after" }, names)
       -- A table, even with the set's metatable; from 5.2 on that makes it
       -- finalizable, and the collector calls the set's __gc on it.

@@ -230,7 +230,7 @@ describe("lepoll.loop errors", function()
       local l = new_loop()
       local body = function() coroutine.yield("hello") end
       local task = l:spawn(body)
-      local expected = ("task #1 (function %s) yielded to the loop outside readable, writable or sleep")
+      local expected = ("task #1 (function %s) yielded to the loop outside its waits")
         :format(defined(body))
       assert.are.equal(expected, run_error(l))
       assert.are.equal("dead", task:status())

@@ -1,72 +1,94 @@
 -- lepoll.loop: an event loop written on the public API of lepoll. This
--- file is the loop itself: making one, its rounds, running, closing. The
--- parts it puts together are in lepoll/loop/: watchers.lua (I/O
--- watchers), timers.lua (timers), heap.lua (the timer heap), tasks.lua
--- (tasks and their waits), invariant.lua (l:invariant), common.lua (the
--- argument checks and error records they share).
+-- file is the loop itself: making one, its rounds, running and stepping,
+-- what another loop needs to drive it, closing. The parts it puts together
+-- are in lepoll/loop/: watchers.lua (I/O watchers), timers.lua (timers),
+-- heap.lua (the timer heap), tasks.lua (tasks and their waits), slots.lua
+-- (the descriptors tasks wait on), condition.lua (conditions),
+-- invariant.lua (l:invariant), common.lua (the argument checks and error
+-- records they share).
 --
 -- One epoll set per loop; I/O watchers (callbacks per descriptor), timers
 -- in a binary min-heap, and tasks (coroutines) that wait for readability,
--- writability or time.
+-- writability, time, a condition or another task's end.
 --
 -- Lua versions. Written for Lua 5.4; runs on 5.1, 5.2, 5.3 and LuaJIT 2.1
 -- too (no attributes, no integer division, no bit operators, no goto; the
 -- set is walked with ep:iter, not pairs). What differs before 5.4:
 --   - a loop closes at scope exit as `local l <close> = loop.new()`, and
---     l:close() closes the to-be-closed variables of the tasks it ends,
---     on Lua 5.4 only (<close>, __close and coroutine.close are 5.4's);
+--     l:close() and task:cancel() close the to-be-closed variables of the
+--     tasks they end, on Lua 5.4 only (<close>, __close and
+--     coroutine.close are 5.4's);
 --   - a loop that is collected without close: on 5.2 and 5.3 its __gc
 --     closes it; on 5.1 and LuaJIT tables have no __gc, and the set's own
 --     __gc closes its epoll descriptor (the loop then holds nothing else);
---   - a task waits (readable, writable, sleep) by yielding to the loop, so
---     it cannot wait where its coroutine cannot yield: inside a pcall or
---     xpcall on Lua 5.1 (5.2 and later, and LuaJIT, yield across them), in
---     a metamethod on 5.1, or in a function a C function calls back
---     (table.sort's comparator, string.gsub's replacement) on every
---     version. The wait then raises an error and leaves nothing behind:
---     Lua's own "attempt to yield across ... C-call boundary" on 5.1 and
---     5.2 (a first yield to the loop, resumed at once, finds out), ours,
---     naming the function, where coroutine.isyieldable tells (5.3, 5.4,
---     LuaJIT);
+--   - a task waits by yielding to the loop, so it cannot wait where its
+--     coroutine cannot yield: inside a pcall or xpcall on Lua 5.1 (5.2 and
+--     later, and LuaJIT, yield across them), in a metamethod on 5.1, or in
+--     a function a C function calls back (table.sort's comparator,
+--     string.gsub's replacement) on every version. The wait then raises
+--     and leaves nothing behind: ours, naming the function, where
+--     coroutine.isyieldable tells (5.3, 5.4, LuaJIT), else Lua's own
+--     "attempt to yield across ... C-call boundary";
 --   - errors: an error value is re-raised by run unchanged on every
 --     version, but Lua 5.1, 5.2 and LuaJIT themselves turn error(42) into
 --     the string "file:line: 42" (5.3 and later keep the number).
 --
 -- A round of the loop:
---   1. events left over by a round that an error interrupted are dispatched;
---   2. tasks spawned since the last round start, in spawn order;
+--   1. events and due timers left over by a round that an error interrupted
+--      are dispatched;
+--   2. the run queue: tasks spawned since the last round start, tasks woken
+--      by a condition, a join or l:closing resume, in the order they were
+--      queued;
 --   3. the set waits: without blocking when the mode is "nowait", when stop()
 --      was called or something already ran in this round; else until the
---      nearest timer deadline (or for ever when there is no timer);
+--      nearest timer deadline (or for ever when there is no timer), at most
+--      the step's limit;
 --   4. I/O events are dispatched, in the kernel's order (watcher callbacks,
 --      tasks waiting on descriptors);
 --   5. timers that are due are run, in deadline order, equal deadlines in
 --      the order they were started (timer callbacks, sleeping tasks, task
 --      wait timeouts).
+--
+-- Rounds run in a coroutine of the loop's own (the runner), so that a
+-- callback that yields cannot carry run's caller away with it: the yield
+-- ends at the runner, and run raises an error saying so, the loop intact.
+--
+-- Memory errors. Every field of the loop's objects exists from their
+-- creation and is never set to nil (false stands for none), so setting one
+-- never allocates; an operation makes its allocations before it changes
+-- anything that counts, and what it does after them cannot fail, or is
+-- undone when it does. Events and due timers are consumed only once
+-- dispatched, so a memory error in run loses none: the next run goes on.
 local lepoll = require "lepoll"
 local common = require "lepoll.loop.common"
 local heap = require "lepoll.loop.heap"
 local watchers = require "lepoll.loop.watchers"
 local timers = require "lepoll.loop.timers"
 local tasks = require "lepoll.loop.tasks"
+local slots = require "lepoll.loop.slots"
+local condition = require "lepoll.loop.condition"
 local invariant = require "lepoll.loop.invariant"
 
 local clock, has, toflags = lepoll.now, lepoll.has, lepoll.flags
-local co_status, co_close = coroutine.status, coroutine.close
-local pcall, xpcall, error, type, pairs, setmetatable = pcall, xpcall, error, type, pairs, setmetatable
-local tostring = tostring
+local co_create, co_resume, co_yield, co_status = coroutine.create, coroutine.resume, coroutine.yield,
+  coroutine.status
+local xpcall, error, type, pairs, setmetatable, rawequal = xpcall, error, type, pairs, setmetatable, rawequal
+local tostring, pcall = tostring, pcall
 local format = string.format
 local traceback = debug.traceback
 local argerror, check_open, describe = common.argerror, common.check_open, common.describe
-local wake_fd, run_timers, task_timer = tasks.wake_fd, timers.run_timers, tasks.task_timer
+local wake_fd, task_timer = tasks.wake_fd, tasks.task_timer
 
--- Events that wake a reader, a writer, when both wait on one descriptor.
+-- Events that wake a task waiting to read, to write.
 local READ_EVENTS = toflags("in|pri|err|hup|rdhup")
 local WRITE_EVENTS = toflags("out|err|hup")
 
 local MODES = { default = true, once = true, nowait = true }
 
-local M = { _VERSION = "lepoll.loop 0.1.0" }
+-- What the runner yields when a run is over.
+local DONE = setmetatable({}, { __tostring = function() return "lepoll.loop run done" end })
+
+local M = { _VERSION = "lepoll.loop 0.2.0" }
 
 local Loop = {
   io = watchers.io,
@@ -81,16 +103,29 @@ Loop.__index = Loop
 
 ------------------------------------------------------------------- rounds
 
+-- An event on a descriptor tasks wait on: the reader and the writer it is
+-- for are resumed; a direction nobody waits for narrows the registration.
+local function dispatch_slot(self, s, flags, round)
+  local r, w = s.reader, s.writer
+  local to_r, to_w = has(flags, READ_EVENTS), has(flags, WRITE_EVENTS)
+  local unwanted = (to_r and not r) or (to_w and not w)
+  if r and to_r and r.round ~= round then wake_fd(self, r) end
+  if w and to_w and w.round ~= round and s.writer == w and not self.failed and not self.closed then
+    wake_fd(self, w)
+  end
+  if unwanted and self.slots[s.fd] == s and not self.closed then slots.narrow(self, s) end
+end
+
 -- Dispatches the collected events from rpos on. Watchers and waits started
--- after the wait that reported an event (same round) do not get it.
+-- after the wait that reported an event (same round) do not get it. An
+-- event counts as dispatched once its callback returned or its task ran.
 local function dispatch_io(self)
   local rfd, rfl = self.rfd, self.rfl
-  local watching, readers, writers = self.watchers, self.readers, self.writers
+  local watching, slot_of = self.watchers, self.slots
   local round = self.round
   while not self.failed and not self.closed do
     local i = self.rpos
     if i > self.nready then break end
-    self.rpos = i + 1
     local fd, flags = rfd[i], rfl[i]
     local w = watching[fd]
     if w then
@@ -98,64 +133,120 @@ local function dispatch_io(self)
         self.cur, self.cur_flags = w, flags
         local ok, err = xpcall(self.call_io, self.handler)
         self.cur = false
+        self.rpos = i + 1
         if not ok then common.callback_failed(self, w, err) end
+      else
+        self.rpos = i + 1
       end
     else
-      local r, wr = readers[fd], writers[fd]
-      if r and r.round == round then r = nil end
-      if wr and wr.round == round then wr = nil end
-      if r and wr then
-        if not has(flags, READ_EVENTS) then r = nil end
-        if not has(flags, WRITE_EVENTS) then wr = nil end
-      end
-      if r then wake_fd(self, r) end
-      if wr and writers[fd] == wr and not self.failed and not self.closed then wake_fd(self, wr) end
+      self.rpos = i + 1
+      local s = slot_of[fd]
+      if s then dispatch_slot(self, s, flags, round) end
     end
+    self.nevents = self.nevents + 1
   end
 end
 
 local function alive(self)
-  return not self.closed and (self.nwatchers > 0 or self.heap.n > 0 or self.ntasks > 0)
+  return not self.closed and (self.nwatchers > 0 or self.heap.n > 0 or self.ndue > 0 or self.ntasks > 0)
 end
 
-local function round(self, mode)
-  local busy = false
-  if self.rpos <= self.nready then
-    busy = true
-    dispatch_io(self)
-    if self.failed or self.closed then return end
+local function queued(self)
+  return self.qfirst <= self.qlast
+end
+
+-- The wait's timeout for this round: 0 when something is ready to run.
+local function wait_timeout(self, busy, mode)
+  if busy or mode == "nowait" or self.stopping or queued(self) or self.dpos <= self.ndue then
+    return 0
   end
-  if self.qfirst <= self.qlast then
-    busy = true
-    tasks.start_tasks(self)
-    if self.failed or self.closed then return end
-  end
-  if not alive(self) then return end
-  local timeout
-  if busy or mode == "nowait" or self.stopping or self.qfirst <= self.qlast then
-    timeout = 0
-  elseif self.heap.n > 0 then
+  if self.heap.n > 0 then
     -- Rounded up to the next millisecond (wait rounds to the nearest):
     -- never woken before the deadline.
     local span = self.heap:peek().deadline - self.clock()
-    timeout = span > 0 and span + 0.0005 or 0
+    return span > 0 and span + 0.0005 or 0
   end
-  local ep = self.ep
-  local result = ep:wait(timeout)
-  self.round = self.round + 1
-  self.nready, self.rpos = 0, 1
-  if result == "ok" then ep:iter_ready(self.collect) end
-  dispatch_io(self)
-  if self.failed or self.closed then return end
-  run_timers(self, task_timer)
+  return nil
 end
 
-local function run_rounds(self, mode)
+-- One round; limit (seconds, or nil) caps the wait.
+local function round(self, mode, limit)
+  local busy = false
+  if self.rpos <= self.nready or self.dpos <= self.ndue then
+    busy = true
+    dispatch_io(self)
+    if self.failed or self.closed then return end
+    timers.run_due(self, task_timer, self.clock())
+    if self.failed or self.closed then return end
+  end
+  if queued(self) then
+    busy = true
+    tasks.run_queue(self)
+    if self.failed or self.closed then return end
+  end
+  if not alive(self) then return end
+  local timeout = wait_timeout(self, busy, mode)
+  if limit and (timeout == nil or timeout > limit) then timeout = limit end
+  local ep = self.ep
+  local result = ep:wait(timeout)
+  self.round, self.nrounds = self.round + 1, self.nrounds + 1
+  self.rpos = 1
+  self.nready = result == "ok" and ep:ready_into(self.rfd, self.rfl) or 0
+  dispatch_io(self)
+  if self.failed or self.closed then return end
+  timers.run_timers(self, task_timer)
+end
+
+local function run_rounds(self, mode, limit)
   while alive(self) do
-    round(self, mode)
+    round(self, mode, limit)
     if self.failed or self.closed or mode ~= "default" or self.stopping then break end
   end
   return alive(self)
+end
+
+-- A runner for self: a coroutine that runs rounds on request, for ever.
+local function new_runner(self)
+  return co_create(function(mode, limit)
+    while true do
+      local more = run_rounds(self, mode, limit)
+      mode, limit = co_yield(DONE, more)
+    end
+  end)
+end
+
+-- Runs rounds in the runner; what run and step share.
+local function drive(self, mode, limit)
+  if self.running then
+    error("the loop is already running (run called from one of its callbacks or tasks)", 3)
+  end
+  local runner = self.runner
+  if not runner then
+    runner = new_runner(self)
+    self.runner = runner
+  end
+  self.running, self.stopping = true, false
+  local ok, tag, more = co_resume(runner, mode, limit)
+  local cur = self.cur
+  self.running, self.stopping, self.cur = false, false, false
+  if not ok then
+    self.runner = false
+    error(tag, 0)
+  end
+  if not rawequal(tag, DONE) then
+    -- A callback yielded: the runner is abandoned where it is, and the
+    -- callback's event counts as delivered.
+    self.runner = false
+    if cur and cur.kind == "io" then self.rpos = self.rpos + 1 end
+    error(format("%s yielded out of the loop's run; callbacks cannot yield (a task can wait instead)",
+      cur and describe(cur) or "a callback"), 3)
+  end
+  if self.failed then
+    local err = self.err
+    self.failed, self.err = false, false
+    error(err, 0)
+  end
+  return more
 end
 
 --------------------------------------------------------------- the loop
@@ -182,23 +273,25 @@ function M.new(opts)
     ep = ep,
     on_error = on_error or false,
     clock = now or clock,
-    watchers = {}, nwatchers = 0,   -- fd -> started watcher
-    readers = {}, writers = {},     -- fd -> task waiting on it
+    watchers = {}, nwatchers = 0,          -- fd -> started watcher
+    slots = {},                            -- fd -> slot (slots.lua)
     heap = heap.new(), ntimers = 0, timer_ids = 0,
+    due = {}, dpos = 1, ndue = 0,          -- due timers being run
     tasks = {}, ntasks = 0, task_ids = 0,  -- coroutine -> live task
-    queue = {}, qfirst = 1, qlast = 0,     -- tasks to start
+    queue = {}, qfirst = 1, qlast = 0,     -- the run queue
+    cond_ids = 0,
     rfd = {}, rfl = {}, nready = 0, rpos = 1, round = 0,
-    cur = false, cur_flags = 0,
+    cur = false, cur_flags = 0, current = false,
     running = false, stopping = false, closed = false,
+    runner = false,
     failed = false, err = false, trace = false, htrace = false,
+    nrounds = 0, nevents = 0, nwaits = 0, nctl = 0,
   }, Loop)
+  -- The event buffers at their full size, so that taking a wait's events
+  -- never allocates.
   local rfd, rfl = self.rfd, self.rfl
+  for i = 1, opts.max_ready_events or 256 do rfd[i], rfl[i] = 0, 0 end
   -- Made once per loop, so that dispatching allocates nothing.
-  function self.collect(fd, flags)
-    local k = self.nready + 1
-    self.nready = k
-    rfd[k], rfl[k] = fd, flags
-  end
   function self.call_io()
     local w = self.cur
     w.callback(w, w.fd, self.cur_flags)
@@ -220,18 +313,16 @@ function Loop:run(mode)
   if not MODES[mode] then
     argerror(1, "run", format("invalid mode '%s' (expected 'default', 'once' or 'nowait')", tostring(mode)), 2)
   end
-  if self.running then
-    error("the loop is already running (run called from one of its callbacks or tasks)", 2)
-  end
-  self.running, self.stopping = true, false
-  local ok, more = pcall(run_rounds, self, mode)
-  self.running, self.stopping, self.cur = false, false, false
-  if not ok then error(more, 0) end
-  if self.failed then
-    local err = self.err
-    self.failed, self.err = false, false
-    error(err, 0)
-  end
+  local more = drive(self, mode, nil) -- not a tail call: levels count run
+  return more
+end
+
+-- One round, waiting at most timeout seconds (default 0).
+function Loop:step(timeout)
+  check_open(self, 2)
+  local limit = 0
+  if timeout ~= nil then limit = common.check_seconds(timeout, 1, "step", "timeout (seconds)", 2) end
+  local more = drive(self, "once", limit)
   return more
 end
 
@@ -248,8 +339,76 @@ function Loop:getfd()
   return self.ep:getfd()
 end
 
+-- The cqueues protocol: a poller waits for pollfd() to be readable
+-- (events() is "r") or timeout() seconds, then steps the loop.
+Loop.pollfd = Loop.getfd
+
+function Loop:events()
+  return "r"
+end
+
+-- Seconds until the loop has something to do without an event: 0 when
+-- something is queued or left over, the nearest timer otherwise, nil when
+-- there is no deadline.
+function Loop:timeout()
+  if self.closed then return nil end
+  if queued(self) or self.rpos <= self.nready or self.dpos <= self.ndue then return 0 end
+  local first = self.heap:peek()
+  if not first then return nil end
+  local span = first.deadline - self.clock()
+  return span > 0 and span or 0
+end
+
 function Loop:last_traceback()
   return self.trace or nil
+end
+
+function Loop:condition()
+  return condition.new(self)
+end
+
+-- Wakes the tasks waiting on obj's descriptor (their waits return nil,
+-- "closed"), stops a watcher on it, and takes it out of the set: call it
+-- before closing a descriptor the loop may be using. Returns the number of
+-- tasks woken.
+function Loop:closing(obj)
+  check_open(self, 2)
+  local fd = common.resolve(self, obj, 1, "closing", 2)
+  local w = self.watchers[fd]
+  if w then w:stop() end
+  local s = self.slots[fd]
+  if not s then return 0 end
+  local n = 0
+  local r = s.reader
+  if r then
+    tasks.wake_later(self, r, false, "closed")
+    n = 1
+  end
+  local wr = s.writer
+  if wr then
+    tasks.wake_later(self, wr, false, "closed")
+    n = n + 1
+  end
+  slots.drop(self, s)
+  return n
+end
+
+-- Counts, into t when given (no allocation), else a new table.
+function Loop:stats(t)
+  if t ~= nil and type(t) ~= "table" then argerror(1, "stats", "table expected, got " .. type(t), 2) end
+  t = t or {}
+  local waiting, descriptors = 0, 0
+  for _, task in pairs(self.tasks) do
+    if task.state == "waiting" then waiting = waiting + 1 end
+  end
+  for _, s in pairs(self.slots) do
+    if s.reg ~= 0 then descriptors = descriptors + 1 end
+  end
+  t.watchers, t.timers, t.tasks, t.waiting = self.nwatchers, self.ntimers, self.ntasks, waiting
+  t.descriptors = descriptors + self.nwatchers
+  t.rounds, t.events, t.waits, t.ctl = self.nrounds, self.nevents, self.nwaits, self.nctl
+  t.closed = self.closed
+  return t
 end
 
 function Loop:close()
@@ -257,22 +416,28 @@ function Loop:close()
   self.closed = true
   self.stopping = true
   for _, w in pairs(self.watchers) do w.active = false end
-  self.watchers, self.readers, self.writers = {}, {}, {}
+  self.watchers, self.slots = {}, {}
   self.nwatchers = 0
   self.heap:clear()
+  for i = 1, self.ndue do
+    local t = self.due[i]
+    if t then t.due = false end
+  end
+  self.due, self.dpos, self.ndue = {}, 1, 0
   self.ntimers = 0
   self.queue, self.qfirst, self.qlast = {}, 1, 0
   self.nready, self.rpos = 0, 1
   self.ep:close()
   -- Tasks end here: their to-be-closed variables are closed (Lua 5.4). A
-  -- task running now (it called close) ends when it next yields or returns.
+  -- task running now (it called close) ends when it next waits or returns.
   local live = self.tasks
   self.tasks, self.ntasks = {}, 0
   local first_err, has_err = nil, false
   for co, task in pairs(live) do
-    task.state, task.wait_fd, task.args = "dead", nil, nil
-    if co_close and co_status(co) == "suspended" then
-      local ok, err = co_close(co)
+    task.state, task.wait, task.args, task.queued = "dead", false, false, false
+    task.outcome = "cancelled"
+    if co_status(co) == "suspended" and coroutine.close then
+      local ok, err = coroutine.close(co)
       if not ok and not has_err then first_err, has_err = err, true end
     end
   end

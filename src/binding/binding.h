@@ -5,7 +5,8 @@
  *   args.c      Lua values to descriptors, flags, timeouts and counts
  *   errors.c    system errors as raised errors or as nil, message, errname
  *   methods.c   the set's methods: the table, waiting, closing
- *   ready.c     iter_ready and fold_ready (the busy state, callback errors)
+ *   ready.c     iter_ready and fold_ready (the busy state, callback errors),
+ *               ready_into
  *   tostring.c  tostring(set)
  *   module.c    the module's functions, the C API, luaopen_lepoll
  * Private names start with lepb_.

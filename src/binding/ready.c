@@ -1,10 +1,12 @@
 /*
- * ready.c: iter_ready and fold_ready, the calls from C into Lua for each
- * event of the last wait. While they run the set is busy (wait and
- * clear_ready refuse); however a callback ends, by return or by error, the
- * busy state ends and the error goes on unchanged. Two ways to do that:
- * a to-be-closed guard (5.4, main thread: the callback's own frames stay in
- * the traceback) or a protected call (elsewhere).
+ * ready.c: the readers of the ready set. iter_ready and fold_ready call
+ * from C into Lua for each event of the last wait. While they run the set
+ * is busy (wait and clear_ready refuse); however a callback ends, by return
+ * or by error, the busy state ends and the error goes on unchanged. Two
+ * ways to do that: a to-be-closed guard (5.4, main thread: the callback's
+ * own frames stay in the traceback) or a protected call (elsewhere).
+ * ready_into copies the events into the caller's tables and calls nothing, so
+ * it needs no busy state.
  */
 #include "binding.h"
 
@@ -145,8 +147,70 @@ static int m_fold_ready(lua_State *L)
 	return 1;
 }
 
+/* ------------------------------------------------------------ ready_into */
+
+/* The reason why the value at idx cannot be a ready_into buffer, or NULL
+ * when it can: a table whose metatable, read raw, has neither __index
+ * nor __newindex (writes are raw: a proxy would not see them). Pushing
+ * those names allocates nothing: they are the metamethods' own strings. */
+static const char *buffer_reason(lua_State *L, int idx)
+{
+	int proxy;
+
+	if (lua_type(L, idx) != LUA_TTABLE)
+		return lepb_pushtypereason(L, idx, "table");
+	if (!lua_getmetatable(L, idx))
+		return NULL;
+	lua_pushliteral(L, "__index");
+	lua_rawget(L, -2);
+	lua_pushliteral(L, "__newindex");
+	lua_rawget(L, -3);
+	proxy = !lua_isnil(L, -1) || !lua_isnil(L, -2);
+	lua_pop(L, 3);
+	return proxy ? "table with __newindex/__index metamethods; ready_into writes raw" : NULL;
+}
+
+static void check_buffer(lua_State *L, int idx)
+{
+	const char *reason = buffer_reason(L, idx);
+
+	if (reason != NULL)
+		luaL_argerror(L, idx, reason);
+}
+
+/* set:ready_into(fds [, flags]) -> n: the events of the last wait stored
+ * raw in fds[1..n] (and flags[1..n]), in the kernel's order; nothing past n
+ * is touched and the ready set stays as it is. Calls no Lua, so it is
+ * allowed inside iter_ready and fold_ready. */
+static int m_ready_into(lua_State *L)
+{
+	const lep_set *s = &lepb_checkset(L)->core;
+	int with_flags = !lua_isnoneornil(L, 3);
+	int i, n;
+
+	check_buffer(L, 2);
+	if (with_flags) {
+		check_buffer(L, 3);
+		if (lua_rawequal(L, 2, 3))
+			return luaL_argerror(L, 3, "flags must be another table than fds");
+	}
+	n = lep_nready(s);
+	for (i = 0; i < n; i++) {
+		/* i + 1 <= LEP_MAX_READY: an int, as lua_rawseti takes before 5.3 */
+		lua_pushinteger(L, (lua_Integer)lep_ready_fd(s, i));
+		lua_rawseti(L, 2, i + 1);
+		if (with_flags) {
+			lua_pushinteger(L, (lua_Integer)lep_ready_events(s, i));
+			lua_rawseti(L, 3, i + 1);
+		}
+	}
+	lua_pushinteger(L, (lua_Integer)n);
+	return 1;
+}
+
 const luaL_Reg lepb_ready_methods[] = {
 	{"iter_ready", m_iter_ready},
 	{"fold_ready", m_fold_ready},
+	{"ready_into", m_ready_into},
 	{NULL, NULL},
 };

@@ -6,7 +6,7 @@
 local lepoll = require "lepoll"
 
 local try_flags = lepoll.try_flags
-local error, type, tostring, getmetatable, pcall = error, type, tostring, getmetatable, pcall
+local error, type, tostring, getmetatable, pcall, rawget = error, type, tostring, getmetatable, pcall, rawget
 local format = string.format
 local getinfo = debug.getinfo
 
@@ -28,7 +28,7 @@ end
 function M.callable(f)
   if type(f) == "function" then return true end
   local mt = getmetatable(f)
-  return type(mt) == "table" and mt.__call ~= nil
+  return type(mt) == "table" and rawget(mt, "__call") ~= nil
 end
 
 function M.check_callback(f, n, name, level)
@@ -73,7 +73,8 @@ end
 -- Errors when fd is taken by a started watcher or a waiting task.
 function M.check_free(self, fd, level)
   if self.watchers[fd] then error(format("fd %d already has an I/O watcher", fd), level + 1) end
-  if self.readers[fd] or self.writers[fd] then
+  local s = self.slots[fd]
+  if s and (s.reader or s.writer) then
     error(format("fd %d has a task waiting on it", fd), level + 1)
   end
 end
@@ -99,12 +100,15 @@ function M.describe(obj)
   return format("task #%d (function %s)", obj.id, defined_at(obj.fn))
 end
 
--- An error value as text, as the standalone interpreter shows it.
+-- An error value as text, as the standalone interpreter shows it. The
+-- metatable is read raw and __tostring called protected: an error object
+-- whose class raises on unknown fields (a "strict" class) or whose
+-- __tostring fails is still reported, as itself.
 function M.errtext(err)
   local t = type(err)
   if t == "string" or t == "number" then return tostring(err) end
   local mt = getmetatable(err)
-  if type(mt) == "table" and mt.__tostring then
+  if type(mt) == "table" and rawget(mt, "__tostring") ~= nil then
     local ok, s = pcall(tostring, err)
     if ok and type(s) == "string" then return s end
   end

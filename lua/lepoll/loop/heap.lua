@@ -1,7 +1,13 @@
 -- lepoll.loop.heap: the loop's timers in a binary min-heap, ordered by
 -- deadline, equal deadlines in the order they were pushed. Entries are any
--- tables; the heap gives each its deadline, seq (push order) and hidx (its
--- index, nil when not in the heap). The heap is itself an array, h[1..h.n].
+-- tables with the fields deadline, seq (push order) and hidx (the entry's
+-- index, false when not in the heap); the heap is itself an array,
+-- h[1..h.n].
+--
+-- Memory errors: push makes its one allocation (the array's next cell)
+-- and both make their one call (a sift) before they change anything, and
+-- change nothing afterwards that can fail: either they complete or the
+-- heap is as it was.
 local floor = math.floor
 local setmetatable, format = setmetatable, string.format
 
@@ -14,17 +20,21 @@ function M.new()
   return setmetatable({ n = 0, seq = 0 }, Heap)
 end
 
--- a comes before b.
-local function less(a, b)
-  local da, db = a.deadline, b.deadline
-  return da < db or (da == db and a.seq < b.seq)
+-- A new entry's fields, for tables that are to be pushed: made at once so
+-- that pushing them never adds a field.
+function M.entry(t)
+  t.deadline, t.seq, t.hidx = 0, 0, false
+  return t
 end
 
+-- Moves t up from cell i; the comparisons are inline (no calls).
 local function sift_up(h, i, t)
+  local d, s = t.deadline, t.seq
   while i > 1 do
     local p = floor(i / 2)
     local pt = h[p]
-    if not less(t, pt) then break end
+    local pd = pt.deadline
+    if not (d < pd or (d == pd and s < pt.seq)) then break end
     h[i] = pt
     pt.hidx = i
     i = p
@@ -33,16 +43,20 @@ local function sift_up(h, i, t)
   t.hidx = i
 end
 
+-- Moves t down from cell i of a heap of n entries.
 local function sift_down(h, n, i, t)
+  local d, s = t.deadline, t.seq
   while true do
     local c = i * 2
     if c > n then break end
     local ct = h[c]
     if c < n then
       local c2 = h[c + 1]
-      if less(c2, ct) then c, ct = c + 1, c2 end
+      local cd, d2 = ct.deadline, c2.deadline
+      if d2 < cd or (d2 == cd and c2.seq < ct.seq) then c, ct = c + 1, c2 end
     end
-    if not less(ct, t) then break end
+    local cd = ct.deadline
+    if not (cd < d or (cd == d and ct.seq < s)) then break end
     h[i] = ct
     ct.hidx = i
     i = c
@@ -51,30 +65,36 @@ local function sift_down(h, n, i, t)
   t.hidx = i
 end
 
--- Schedules t at deadline, after every entry with the same deadline.
-function Heap:push(t, deadline)
-  local seq = self.seq
-  self.seq = seq + 1
-  t.deadline, t.seq = deadline, seq
+-- Schedules t (not in the heap) at deadline, after every entry with the
+-- same deadline; with seq (an entry's earlier place), back in that place.
+function Heap:push(t, deadline, seq)
   local n = self.n + 1
-  self.n = n
+  self[n] = t -- the one allocation, undone: the cell past the end exists
+  self[n] = nil
+  local next_seq = self.seq
+  if not seq then seq, next_seq = next_seq, next_seq + 1 end
+  t.deadline, t.seq = deadline, seq
   sift_up(self, n, t)
+  self.seq, self.n = next_seq, n
 end
 
 -- Takes t, which is in the heap, out of it.
 function Heap:remove(t)
   local i, n = t.hidx, self.n
   local last = self[n]
-  self[n] = nil
-  self.n = n - 1
-  t.hidx = nil
   if i < n then
-    if i > 1 and less(last, self[floor(i / 2)]) then
+    local p = floor(i / 2)
+    local pt = self[p]
+    local ld = last.deadline
+    if i > 1 and (ld < pt.deadline or (ld == pt.deadline and last.seq < pt.seq)) then
       sift_up(self, i, last)
     else
       sift_down(self, n - 1, i, last)
     end
   end
+  self[n] = nil
+  self.n = n - 1
+  t.hidx = false
 end
 
 -- The first entry, or nil.
@@ -84,7 +104,7 @@ end
 
 function Heap:clear()
   for i = 1, self.n do
-    self[i].hidx = nil
+    self[i].hidx = false
     self[i] = nil
   end
   self.n = 0
@@ -95,7 +115,12 @@ function Heap:check()
   for i = 1, self.n do
     local t = self[i]
     if t == nil or t.hidx ~= i then return format("timer heap entry %d misplaced", i) end
-    if i > 1 and less(t, self[floor(i / 2)]) then return format("timer heap order broken at %d", i) end
+    if i > 1 then
+      local p = self[floor(i / 2)]
+      if t.deadline < p.deadline or (t.deadline == p.deadline and t.seq < p.seq) then
+        return format("timer heap order broken at %d", i)
+      end
+    end
   end
   if self[self.n + 1] ~= nil then return "timer heap holds entries past its end" end
   return nil

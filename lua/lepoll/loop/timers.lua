@@ -1,9 +1,19 @@
 -- lepoll.loop.timers: timers (l:timer), one-shot or repeating, and the
 -- phase of a round that runs those due. The heap (lepoll.loop.heap) holds
 -- them with the timers of waiting tasks.
+--
+-- The phase works in two steps: it first takes every entry due by now out
+-- of the heap, in order, into the loop's due list, then runs the list. So
+-- a repeating timer rescheduled while the list runs (its next deadline may
+-- already have passed, when the loop lags) never hides the entries due
+-- after it, and entries started while the list runs wait for the next
+-- round. The list survives an error that cuts the phase short (a memory
+-- error; a callback's error when there is no on_error): the entries left
+-- on it run first in the next phase.
+local heap_mod = require "lepoll.loop.heap"
 local common = require "lepoll.loop.common"
 
-local setmetatable, xpcall = setmetatable, xpcall
+local setmetatable, xpcall, pcall, error = setmetatable, xpcall, pcall, error
 local floor = math.floor
 local format = string.format
 local check_open, check_seconds = common.check_open, common.check_seconds
@@ -22,14 +32,14 @@ function M.timer(self, after, callback, every)
     every = check_seconds(every, 3, "timer", "seconds", 2)
     if every <= 0 then common.argerror(3, "timer", "the period must be > 0", 2) end
   end
+  local deadline = self.clock() + after
   local id = self.timer_ids + 1
-  self.timer_ids = id
-  local t = setmetatable({
+  local t = setmetatable(heap_mod.entry({
     kind = "timer", loop = self, id = id, callback = callback, after = after,
-    every = every or false,
-  }, Timer)
-  self.heap:push(t, self.clock() + after)
-  self.ntimers = self.ntimers + 1
+    every = every or false, due = false, task = false,
+  }), Timer)
+  self.heap:push(t, deadline)
+  self.timer_ids, self.ntimers = id, self.ntimers + 1
   return t
 end
 
@@ -41,38 +51,70 @@ local function next_deadline(deadline, every, now)
   return nd
 end
 
--- Runs the timers due at the start of this phase; timers started while it
--- runs wait for the next round. task_timer(self, task) handles a task's.
-function M.run_timers(self, task_timer)
-  local heap = self.heap
-  local now = self.clock()
-  local limit = heap.seq
-  while heap.n > 0 and not self.failed and not self.closed do
+-- Takes the entries due by now out of the heap onto the due list.
+local function collect_due(self, now)
+  local heap, due = self.heap, self.due
+  while heap.n > 0 do
     local t = heap[1]
-    if t.deadline > now or t.seq >= limit then break end
+    if t.deadline > now then break end
+    local k = self.ndue + 1
+    due[k] = t -- may allocate: before anything changes
     heap:remove(t)
-    local task = t.task
-    if task then
-      task_timer(self, task)
+    t.due = true
+    self.ndue = k
+  end
+end
+
+-- Runs the due list: timer callbacks, and task_timer(self, task) for the
+-- timers of waiting tasks. An entry stopped (or restarted) meanwhile has
+-- lost its due mark and is passed over.
+local function run_due(self, task_timer, now)
+  local due = self.due
+  while self.dpos <= self.ndue and not self.failed and not self.closed do
+    local i = self.dpos
+    local t = due[i]
+    if not t.due then
+      self.dpos = i + 1
+    elseif t.task then
+      t.due = false
+      self.dpos = i + 1
+      task_timer(self, t.task)
     else
       local every = t.every
       if every then
-        heap:push(t, next_deadline(t.deadline, every, now))
+        self.heap:push(t, next_deadline(t.deadline, every, now))
       else
         self.ntimers = self.ntimers - 1
       end
+      t.due = false
+      self.dpos = i + 1
       self.cur = t
       local ok, err = xpcall(self.call_timer, self.handler)
       self.cur = false
       if not ok then common.callback_failed(self, t, err) end
     end
   end
+  if self.dpos > self.ndue then
+    for i = 1, self.ndue do due[i] = false end
+    self.dpos, self.ndue = 1, 0
+  end
+end
+M.run_due = run_due
+
+-- Step 5 of a round: the entries due at its start.
+function M.run_timers(self, task_timer)
+  local now = self.clock()
+  if self.dpos > self.ndue then collect_due(self, now) end
+  run_due(self, task_timer, now)
 end
 
 function Timer:stop()
+  local l = self.loop
   if self.hidx then
-    local l = self.loop
     l.heap:remove(self)
+    l.ntimers = l.ntimers - 1
+  elseif self.due then
+    self.due = false
     l.ntimers = l.ntimers - 1
   end
 end
@@ -80,21 +122,32 @@ end
 function Timer:again(after)
   local l = self.loop
   check_open(l, 2)
-  if after ~= nil then self.after = check_seconds(after, 1, "again", "seconds", 2) end
+  if after ~= nil then after = check_seconds(after, 1, "again", "seconds", 2) end
+  after = after or self.after
+  local deadline = l.clock() + after
+  local heap = l.heap
   if self.hidx then
-    l.heap:remove(self)
+    -- Out and in again; a failed push puts it back as it was.
+    local d, s = self.deadline, self.seq
+    heap:remove(self)
+    local ok, err = pcall(heap.push, heap, self, deadline)
+    if not ok then
+      heap:push(self, d, s)
+      error(err, 0)
+    end
   else
-    l.ntimers = l.ntimers + 1
+    heap:push(self, deadline)
+    if self.due then self.due = false else l.ntimers = l.ntimers + 1 end
   end
-  l.heap:push(self, l.clock() + self.after)
+  self.after = after
 end
 
 function Timer:is_active()
-  return self.hidx ~= nil
+  return self.hidx ~= false or self.due
 end
 
 function Timer:__tostring()
-  return format("timer{id=%d%s}", self.id, self.hidx and "" or ", stopped")
+  return format("timer{id=%d%s}", self.id, self:is_active() and "" or ", stopped")
 end
 
 return M

@@ -2,15 +2,57 @@
 -- the loop's set for as long as they are started (see l:io).
 local lepoll = require "lepoll"
 local common = require "lepoll.loop.common"
+local slots = require "lepoll.loop.slots"
 
-local setmetatable, type = setmetatable, type
+local setmetatable, type, pcall, error = setmetatable, type, pcall, error
 local format = string.format
 local check_open, check_free, kernel_set = common.check_open, common.check_free, common.kernel_set
+
+local EXCLUSIVE = lepoll.EXCLUSIVE
 
 local Watcher = {}
 Watcher.__index = Watcher
 
 local M = { Watcher = Watcher }
+
+-- Puts w's descriptor in the set with w's flags and w in the loop's
+-- watchers. A descriptor a task waited on before (an idle slot, see
+-- slots.lua) is taken over: modified in place, or, for exclusive flags,
+-- which the kernel takes only on add, removed and added again. Returns
+-- true, or nil, message and errno name with nothing changed. Run
+-- protected by attach: the table's cell is taken first.
+local function attach_body(self, w)
+  local fd, flags = w.fd, w.flags
+  self.watchers[fd] = w
+  local ep = self.ep
+  local idle = slots.idle(self, fd)
+  self.nctl = self.nctl + 1
+  if idle and idle.reg ~= 0 and lepoll.has(flags, EXCLUSIVE) then
+    ep:try_remove(fd)
+    idle.reg = 0
+  end
+  local ok, why, errname = ep:try_set(fd, flags)
+  if not ok then
+    self.watchers[fd] = nil
+    return nil, why, errname
+  end
+  if idle then
+    idle.reg = 0
+    self.slots[fd] = nil
+  end
+  self.nwatchers = self.nwatchers + 1
+  w.active, w.round = true, self.round
+  return true
+end
+
+-- attach_body, protected; raises its refusal at `level`.
+local function attach(self, w, level)
+  local done, ok, why = pcall(attach_body, self, w)
+  if done and ok then return end
+  if self.watchers[w.fd] == w and not w.active then self.watchers[w.fd] = nil end
+  if not done then error(ok, 0) end
+  error(why, level + 1)
+end
 
 -- l:io(obj, flags, callback)
 function M.io(self, obj, flags, callback)
@@ -19,16 +61,14 @@ function M.io(self, obj, flags, callback)
   flags = common.check_flags(flags, 2, "io", 2)
   common.check_callback(callback, 3, "io", 2)
   check_free(self, fd, 2)
-  kernel_set(self.ep, fd, flags, 2)
   local w = setmetatable({
     kind = "io", loop = self, fd = fd, flags = flags, callback = callback,
-    active = true, round = self.round,
+    active = false, round = 0,
     -- A handle or socket given as the descriptor: while the watcher lives,
     -- the collector must not close its fd.
-    handle = type(obj) ~= "number" and obj or nil,
+    handle = type(obj) ~= "number" and obj or false,
   }, Watcher)
-  self.watchers[fd] = w
-  self.nwatchers = self.nwatchers + 1
+  attach(self, w, 2)
   return w
 end
 
@@ -38,6 +78,7 @@ function Watcher:stop()
   self.active = false
   l.watchers[self.fd] = nil
   l.nwatchers = l.nwatchers - 1
+  l.nctl = l.nctl + 1
   -- Fails only when the descriptor was closed before: the kernel has
   -- already forgotten it, and the set's entry is dropped either way.
   l.ep:try_remove(self.fd)
@@ -48,17 +89,17 @@ function Watcher:start()
   check_open(l, 2)
   if self.active then return end
   check_free(l, self.fd, 2)
-  kernel_set(l.ep, self.fd, self.flags, 2)
-  self.active, self.round = true, l.round
-  l.watchers[self.fd] = self
-  l.nwatchers = l.nwatchers + 1
+  attach(l, self, 2)
 end
 
 function Watcher:set(flags)
   local l = self.loop
   check_open(l, 2)
   flags = common.check_flags(flags, 1, "set", 2)
-  if self.active then kernel_set(l.ep, self.fd, flags, 2, 1, "set") end
+  if self.active then
+    l.nctl = l.nctl + 1
+    kernel_set(l.ep, self.fd, flags, 2, 1, "set")
+  end
   self.flags = flags
 end
 

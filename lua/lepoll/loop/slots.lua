@@ -1,0 +1,117 @@
+-- lepoll.loop.slots: the descriptors tasks wait on. A slot is the loop's
+-- record of one such descriptor: the object it was given as, the flags it
+-- has in the set (reg), the task waiting to read and the one waiting to
+-- write (false when none), and the task that waited on it last (owner).
+--
+-- Why slots outlive waits: a task that reads a socket waits on it again and
+-- again. Removing the descriptor from the set when a wait ends and adding it
+-- back at the next wait costs two epoll_ctl calls per wait; a slot keeps it
+-- registered (level-triggered) between waits, so a wait on an already
+-- registered descriptor makes no system call at all. The flags are
+-- narrowed lazily: when the set reports an event nobody waits for (the
+-- task is busy elsewhere, or waits to write while data comes in), the
+-- registration is cut down to what is still waited for, or removed when
+-- nothing is. A slot goes when its owner ends, when the descriptor is
+-- handed to a watcher, when l:closing names it, and when a task waits on
+-- the same number given as another object (the old one was closed and the
+-- number reused: the kernel forgot the old registration).
+--
+-- Every field of a slot exists from its creation and is never set to nil,
+-- so changing one never allocates (see the loop's notes on memory errors).
+local lepoll = require "lepoll"
+
+local rawequal, pairs = rawequal, pairs
+
+local IN, OUT = lepoll.IN, lepoll.OUT
+
+local M = {}
+
+-- The flags the waiting tasks of slot s need (IN and OUT are distinct bits,
+-- so their sum is their union).
+local function wanted(s)
+  return (s.reader and IN or 0) + (s.writer and OUT or 0)
+end
+M.wanted = wanted
+
+-- Whether flag bit is in reg (reg holds IN, OUT or both).
+local function holds(reg, bit)
+  return reg == bit or reg == IN + OUT
+end
+M.holds = holds
+
+-- Changes the set to `flags` for s (0: removes it). Returns true, or nil,
+-- message and errno name. A descriptor closed behind the loop's back makes
+-- removal fail; the set's entry goes either way, and so does the slot's.
+local function apply(self, s, flags)
+  local ep = self.ep
+  self.nctl = self.nctl + 1
+  if flags == 0 then
+    ep:try_remove(s.fd)
+    s.reg = 0
+    return true
+  end
+  local ok, why, errname = ep:try_set(s.fd, flags)
+  if not ok then return nil, why, errname end
+  s.reg = flags
+  return true
+end
+M.apply = apply
+
+-- Drops slot s: out of the set and out of the loop's slots. Its waiters
+-- must have been dealt with by the caller.
+function M.drop(self, s)
+  if s.reg ~= 0 then apply(self, s, 0) end
+  if self.slots[s.fd] == s then self.slots[s.fd] = nil end
+end
+
+-- The slot for fd given as obj, made when missing. An idle slot that holds
+-- another object for the same number is stale (see above): it is dropped
+-- and a new one made. May raise a memory error before changing anything.
+function M.get(self, fd, obj)
+  local s = self.slots[fd]
+  if s and not rawequal(s.obj, obj) and not s.reader and not s.writer then
+    local fresh = { fd = fd, obj = obj, reg = 0, reader = false, writer = false, owner = false }
+    M.drop(self, s)
+    self.slots[fd] = fresh
+    return fresh
+  end
+  if s then return s end
+  s = { fd = fd, obj = obj, reg = 0, reader = false, writer = false, owner = false }
+  self.slots[fd] = s
+  return s
+end
+
+-- Makes sure the set reports `bit` (IN or OUT) for s. Returns true or nil,
+-- message, errno name. Bits already registered stay (see above).
+function M.arm(self, s, bit)
+  local reg = s.reg
+  if holds(reg, bit) then return true end
+  return apply(self, s, reg == 0 and bit or IN + OUT)
+end
+
+-- After an event on s that a waiter-less direction had: narrows the
+-- registration to what is waited for now.
+function M.narrow(self, s)
+  local want = wanted(s)
+  if want ~= s.reg then apply(self, s, want) end
+end
+
+-- An idle slot on fd (nobody waiting) gives way to a watcher; a busy one
+-- does not. Returns the slot that must be dropped once the watcher holds
+-- the descriptor, or nil.
+function M.idle(self, fd)
+  local s = self.slots[fd]
+  if s and not s.reader and not s.writer then return s end
+  return nil
+end
+
+-- A task ends (or gives up its slots): the slots it waited on last, which
+-- nobody waits on now, leave the set.
+function M.release_owned(self, task)
+  local slots = self.slots
+  for fd, s in pairs(task.held) do
+    if slots[fd] == s and s.owner == task and not s.reader and not s.writer then M.drop(self, s) end
+  end
+end
+
+return M
