@@ -496,3 +496,35 @@ describe("lepoll.loop repeating timers that fall behind", function()
     t:stop()
   end)
 end)
+
+describe("lepoll.loop timers behind a lagging repeating timer", function()
+  H.no_fd_leaks(lazy_setup, lazy_teardown)
+
+  it("all run in the round they are due in", function()
+    local l, set = fake_loop(0)
+    local log = {}
+    local f = l:timer(1, function() log[#log + 1] = "f" end, 1)
+    l:timer(3.5, function() log[#log + 1] = "g" end)
+    set(3.7) -- f is 2.7 s late: rescheduled to 3, before g's 3.5
+    assert.is_true(l:run("nowait"))
+    assert.are.same({ "f", "g" }, log)
+    l:invariant()
+    f:stop()
+  end)
+
+  it("do not delay sleeping tasks or task timeouts due in the same round", function()
+    local l, set = fake_loop(0)
+    local r = pipe()
+    local log = {}
+    local f = l:timer(1, function() log[#log + 1] = "f" end, 1)
+    l:spawn(function() l:sleep(3.5) log[#log + 1] = "sleeper" end)
+    l:spawn(function() local r1, r2 = l:readable(r, 3.6) log[#log + 1] = tostring(r1) .. " " .. r2 end)
+    assert.is_true(l:run("nowait")) -- the tasks start and wait
+    set(3.7)
+    assert.is_true(l:run("nowait"))
+    assert.are.same({ "f", "sleeper", "nil timeout" }, log)
+    l:invariant()
+    f:stop()
+    assert.is_false(l:run())
+  end)
+end)

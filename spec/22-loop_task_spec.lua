@@ -556,3 +556,343 @@ describe("lepoll.loop tasks whose clock fails", function()
     l:invariant()
   end)
 end)
+
+describe("lepoll.loop task waits on descriptors", function()
+  H.no_fd_leaks(lazy_setup, lazy_teardown)
+
+  it("keep the descriptor registered between waits: no epoll_ctl per wait", function()
+    local l = new_loop()
+    local a, b = socketpair()
+    local got = 0
+    l:spawn(function()
+      while got < 100 do
+        assert(l:readable(a, 5))
+        got = got + #T.read(a)
+      end
+    end)
+    l:spawn(function()
+      for _ = 1, 100 do
+        T.write(b, "x")
+        l:sleep(0)
+      end
+    end)
+    assert.is_false(l:run())
+    assert.are.equal(100, got)
+    local st = l:stats()
+    assert.is_true(st.waits >= 100, "waits " .. st.waits)
+    -- One add for the reader's first wait, one remove when it ended.
+    assert.are.equal(2, st.ctl)
+    assert.are.equal("", watched(l))
+    l:invariant()
+  end)
+
+  it("narrow a registration when an event comes that nobody waits for", function()
+    local l = new_loop()
+    local a, b = socketpair()
+    local phase = "read"
+    l:spawn(function()
+      assert(l:readable(a))
+      T.read(a)
+      assert(l:writable(a)) -- now in|out
+      phase = "sleep"
+      l:sleep(0.05)         -- in|out stay registered: out fires with no writer
+      phase = "done"
+    end)
+    T.write(b, "x")
+    assert.is_true(l:run("once"))
+    assert.is_true(l:run("once"))
+    assert.are.equal("sleep", phase)
+    assert.are.equal(("[%d]=\"in|out\""):format(a), watched(l))
+    assert.is_true(l:run("nowait")) -- the spurious out event: the registration goes
+    assert.are.equal("", watched(l))
+    l:invariant()
+    assert.is_false(l:run())
+    assert.are.equal("done", phase)
+  end)
+
+  it("start afresh when the number comes back as another object", function()
+    local socket = require "socket"
+    local l = new_loop()
+    local srv = assert(socket.bind("127.0.0.1", 0))
+    local port = select(2, srv:getsockname())
+    local served = {}
+    l:spawn(function()
+      for i = 1, 3 do
+        local c1 = assert(socket.connect("127.0.0.1", port))
+        local s1 = assert(srv:accept())
+        s1:settimeout(0)
+        -- the same task waits on each accepted socket, closing it after;
+        -- the next accept reuses the number
+        c1:send("m" .. i)
+        assert(l:readable(s1, 5))
+        served[i] = s1:receive(2)
+        s1:close()
+        c1:close()
+      end
+    end)
+    assert.is_false(l:run())
+    assert.are.same({ "m1", "m2", "m3" }, served)
+    srv:close()
+    l:invariant()
+  end)
+
+  it("return at once on input LuaSocket holds in its own buffer (dirty)", function()
+    local socket = require "socket"
+    local l = new_loop()
+    local srv = assert(socket.bind("127.0.0.1", 0))
+    local c = assert(socket.connect("127.0.0.1", (select(2, srv:getsockname()))))
+    local s = assert(srv:accept())
+    srv:close()
+    defer(function() c:close() s:close() end)
+    s:settimeout(0)
+    assert(c:send("line one\nline two\n"))
+    local lines = {}
+    l:spawn(function()
+      while #lines < 2 do
+        assert(l:readable(s, 2), "waited on input LuaSocket had already read")
+        lines[#lines + 1] = s:receive("*l")
+      end
+    end)
+    assert.is_false(l:run())
+    assert.are.same({ "line one", "line two" }, lines)
+  end)
+end)
+
+describe("lepoll.loop l:closing", function()
+  H.no_fd_leaks(lazy_setup, lazy_teardown)
+
+  it("wakes the tasks waiting on a descriptor with nil, 'closed' and frees it", function()
+    local l = new_loop()
+    local a, b = socketpair()
+    fill(a)
+    local log = {}
+    -- (the wait first: log's index is taken before the right-hand side)
+    l:spawn(function() local r = { "reader", l:readable(a) } log[#log + 1] = r end)
+    l:spawn(function() local r = { "writer", l:writable(a) } log[#log + 1] = r end)
+    assert.is_true(l:run("nowait"))
+    assert.are.equal(2, l:stats().waiting)
+    assert.are.equal(2, l:closing(a))
+    assert.are.equal("", watched(l))
+    l:invariant()
+    assert.is_false(l:run())
+    assert.are.same({ { "reader", nil, "closed" }, { "writer", nil, "closed" } },
+      { { log[1][1], log[1][2], log[1][3] }, { log[2][1], log[2][2], log[2][3] } })
+    assert.are.equal(0, l:closing(b)) -- nothing on it
+  end)
+
+  it("lets a chat server kick a client: the client's task ends, the number is reused", function()
+    local socket = require "socket"
+    local l = new_loop()
+    local srv = assert(socket.bind("127.0.0.1", 0))
+    local port = select(2, srv:getsockname())
+    local c1 = assert(socket.connect("127.0.0.1", port))
+    local s1 = assert(srv:accept())
+    s1:settimeout(0)
+    local fd1 = s1:getfd()
+    local ended = {}
+    l:spawn(function()
+      while true do
+        local ok, why = l:readable(s1)
+        if not ok then ended[#ended + 1] = why break end
+        s1:receive(1)
+      end
+    end)
+    assert.is_true(l:run("nowait"))
+    -- kick: closing, then close
+    assert.are.equal(1, l:closing(s1))
+    s1:close()
+    assert.is_false(l:run())
+    assert.are.same({ "closed" }, ended)
+    -- the number comes back (here to a new client socket), and a task can
+    -- wait on it
+    local c2 = assert(socket.connect("127.0.0.1", port))
+    local s2 = assert(srv:accept())
+    assert.are.equal(fd1, c2:getfd())
+    c2:settimeout(0)
+    local got
+    l:spawn(function()
+      assert(l:readable(c2, 5))
+      got = c2:receive(2)
+    end)
+    s2:send("hi")
+    assert.is_false(l:run())
+    assert.are.equal("hi", got)
+    for _, x in ipairs({ c1, c2, s2, srv }) do x:close() end
+    l:invariant()
+  end)
+
+  it("stops a watcher on the descriptor", function()
+    local l = new_loop()
+    local r = pipe()
+    local w = l:io(r, "in", function() end)
+    assert.are.equal(0, l:closing(r))
+    assert.is_false(w:is_active())
+    assert.are.equal("", watched(l))
+  end)
+end)
+
+describe("lepoll.loop task:cancel", function()
+  H.no_fd_leaks(lazy_setup, lazy_teardown)
+
+  it("ends a waiting task at its wait, which never returns", function()
+    local l = new_loop()
+    local r = pipe()
+    local log = {}
+    local t = l:spawn(function()
+      l:readable(r)
+      log[#log + 1] = "resumed"
+    end)
+    assert.is_true(l:run("nowait"))
+    assert.are.equal("waiting", t:status())
+    assert.is_true(t:cancel())
+    assert.are.equal("dead", t:status())
+    assert.is_false(t:cancel())
+    assert.are.equal("", watched(l))
+    l:invariant()
+    assert.is_false(l:run())
+    assert.are.same({}, log)
+  end)
+
+  it("keeps a queued task from starting, and a sleeping one from waking", function()
+    local l = new_loop()
+    local log = {}
+    local q = l:spawn(function() log[#log + 1] = "queued ran" end)
+    local s = l:spawn(function() l:sleep(0.01) log[#log + 1] = "sleeper woke" end)
+    assert.is_true(q:cancel())
+    assert.is_true(l:run("nowait"))
+    assert.is_true(s:cancel())
+    assert.are.equal(0, l:stats().tasks)
+    assert.is_false(l:run())
+    assert.are.same({}, log)
+    l:invariant()
+  end)
+
+  it("ends a task that cancels itself at its next wait", function()
+    local l = new_loop()
+    local log = {}
+    local t
+    t = l:spawn(function()
+      assert.is_true(t:cancel())
+      log[#log + 1] = "goes on"
+      l:sleep(0)
+      log[#log + 1] = "after the wait"
+    end)
+    assert.is_false(l:run())
+    assert.are.same({ "goes on" }, log)
+    assert.are.equal("dead", t:status())
+  end)
+
+  it("is not an error: on_error is not called", function()
+    local errors = 0
+    local l = new_loop({ on_error = function() errors = errors + 1 end })
+    local t = l:spawn(function() l:sleep(10) end)
+    assert.is_true(l:run("nowait"))
+    t:cancel()
+    assert.is_false(l:run())
+    assert.are.equal(0, errors)
+  end)
+
+  H.it_if(it, pending, H.has.toclose, "to-be-closed variables are Lua 5.4's")(
+    "closes the task's to-be-closed variables (Lua 5.4)", function()
+      local l = new_loop()
+      local closed = {}
+      local fn = assert(load([[
+        local l, closed = ...
+        local x <close> = setmetatable({}, { __close = function() closed[#closed + 1] = "x" end })
+        l:sleep(10)
+      ]]))
+      local t = l:spawn(fn, l, closed)
+      assert.is_true(l:run("nowait"))
+      t:cancel()
+      assert.are.same({ "x" }, closed)
+    end)
+end)
+
+describe("lepoll.loop task:join", function()
+  H.no_fd_leaks(lazy_setup, lazy_teardown)
+
+  it("waits for a task's end and returns its results, error or cancellation", function()
+    local l = new_loop({ on_error = function() end })
+    local worker = l:spawn(function(a, b) l:sleep(0.01) return a + b, nil, "three" end, 1, 2)
+    local failing = l:spawn(function() l:sleep(0.01) error({ code = 7 }) end)
+    local victim = l:spawn(function() l:sleep(10) end)
+    local got = {}
+    l:spawn(function()
+      got.worker = pack(worker:join())
+      got.failing = pack(failing:join())
+      got.dead = pack(worker:join()) -- a dead task's outcome comes at once
+      got.timeout = pack(victim:join(0.01))
+      victim:cancel()
+      got.victim = pack(victim:join())
+    end)
+    assert.is_false(l:run())
+    assert.are.same({ n = 4, true, 3, nil, "three" }, got.worker)
+    assert.are.same({ n = 2, false, { code = 7 } }, got.failing)
+    assert.are.same(got.worker, got.dead)
+    assert.are.same({ n = 2, nil, "timeout" }, got.timeout)
+    assert.are.same({ n = 2, nil, "cancelled" }, got.victim)
+  end)
+
+  it("refuses to join itself and outside a task", function()
+    local l = new_loop()
+    local t
+    local msg
+    t = l:spawn(function() msg = H.msg_of(function() t:join() end) end)
+    assert.is_false(l:run())
+    assert.are.equal("a task cannot join itself", msg)
+    assert.are.equal("join must be called from a task of this loop (see spawn)", H.msg_of(function() t:join() end))
+  end)
+end)
+
+describe("lepoll.loop conditions", function()
+  H.no_fd_leaks(lazy_setup, lazy_teardown)
+
+  it("wake waiters in the order they began to wait, in the next round", function()
+    local l = new_loop()
+    local cond = l:condition()
+    local log = {}
+    for i = 1, 3 do
+      l:spawn(function() local r = { i, cond:wait() } log[#log + 1] = r end)
+    end
+    assert.is_true(l:run("nowait"))
+    assert.are.equal(3, cond:waiting())
+    assert.are.equal("condition{id=1, waiting=3}", tostring(cond))
+    assert.is_true(cond:signal())
+    assert.are.same({}, log) -- not inside signal
+    assert.is_true(l:run("nowait"))
+    assert.are.same({ { 1, true } }, log)
+    assert.are.equal(2, cond:broadcast())
+    assert.is_false(cond:signal()) -- nobody waits: not remembered
+    assert.is_false(l:run())
+    assert.are.same({ { 1, true }, { 2, true }, { 3, true } }, log)
+    l:invariant()
+  end)
+
+  it("time out, and a timed-out waiter is passed over by signal", function()
+    local l = new_loop()
+    local cond = l:condition()
+    local log = {}
+    l:spawn(function() local r = { "short", cond:wait(0.01) } log[#log + 1] = r end)
+    l:spawn(function() local r = { "long", cond:wait(5) } log[#log + 1] = r end)
+    assert.is_true(l:run("nowait"))
+    local deadline = lepoll.now() + 5
+    while #log < 1 and lepoll.now() < deadline do l:run("once") end
+    assert.are.same({ { "short", nil, "timeout" } }, log)
+    assert.are.equal(1, cond:waiting())
+    l:invariant()
+    assert.is_true(cond:signal())
+    assert.is_false(l:run())
+    assert.are.same({ "long", true }, log[2])
+  end)
+
+  it("can be signalled from a callback, and waited on only in a task", function()
+    local l = new_loop()
+    local cond = l:condition()
+    local woke
+    l:spawn(function() woke = cond:wait() end)
+    l:timer(0.01, function() cond:signal() end)
+    assert.is_false(l:run())
+    assert.is_true(woke)
+    assert.are.equal("wait must be called from a task of this loop (see spawn)", H.msg_of(function() cond:wait() end))
+  end)
+end)

@@ -533,3 +533,111 @@ describe("lepoll.loop.new", function()
       H.msg_of(function() loop.new({ max_ready_events = 0 }) end))
   end)
 end)
+
+describe("lepoll.loop callbacks that yield", function()
+  H.no_fd_leaks(lazy_setup, lazy_teardown)
+
+  it("cannot carry run away: run raises, and the loop is not left running", function()
+    local l = loop.new()
+    finally(function() l:close() end)
+    local r, w = H.T.pipe()
+    finally(function() H.T.close(r) H.T.close(w) end)
+    H.T.write(w, "x")
+    local calls = 0
+    local watcher = l:io(r, "in", function()
+      calls = calls + 1
+      if calls == 1 then coroutine.yield("escape") end
+    end)
+    -- run inside a coroutine that is dropped after the yield
+    local co = coroutine.create(function() return pcall(l.run, l, "once") end)
+    local ok, run_ok, err = coroutine.resume(co)
+    assert.is_true(ok)
+    if H.LUA_VERSION >= 502 or H.JIT then
+      assert.is_false(run_ok)
+      assert.matches("^io watcher on fd %d+ %(callback .-%) yielded out of the loop's run; callbacks cannot yield",
+        err)
+    end -- on 5.1 the yield fails inside the callback: a callback error
+    assert.are.equal("dead", coroutine.status(co))
+    -- the loop runs again, and the event counted as delivered once
+    assert.is_true(l:run("nowait"))
+    assert.are.equal(2, calls)
+    watcher:stop()
+    l:invariant()
+  end)
+end)
+
+describe("lepoll.loop step, timeout and stats", function()
+  H.no_fd_leaks(lazy_setup, lazy_teardown)
+
+  it("step runs one round, waiting at most its timeout", function()
+    local l = loop.new()
+    finally(function() l:close() end)
+    local fired = false
+    l:timer(10, function() fired = true end)
+    local t0 = lepoll.now()
+    assert.is_true(l:step())
+    assert.is_true(lepoll.now() - t0 < 0.5)
+    t0 = lepoll.now()
+    assert.is_true(l:step(0.05))
+    local took = lepoll.now() - t0
+    assert.is_true(took >= 0.04 and took < 1, took)
+    assert.is_false(fired)
+    assert.are.equal("bad argument #1 to 'step' (timeout (seconds) expected, got string)",
+      H.msg_of(function() l:step("x") end))
+  end)
+
+  it("timeout is nil with no deadline, the time to the nearest timer, 0 with work queued", function()
+    local t = 100
+    local l = loop.new({ clock = function() return t end })
+    finally(function() l:close() end)
+    local r, w = H.T.pipe()
+    finally(function() H.T.close(r) H.T.close(w) end)
+    local watcher = l:io(r, "in", function() end)
+    assert.is_nil(l:timeout())
+    local timer = l:timer(2.5, function() end)
+    assert.are.equal(2.5, l:timeout())
+    t = 101
+    assert.are.equal(1.5, l:timeout())
+    t = 103
+    assert.are.equal(0, l:timeout())
+    local task = l:spawn(function() end)
+    assert.are.equal(0, l:timeout())
+    assert.are.equal(l:getfd(), l:pollfd())
+    assert.are.equal("r", l:events())
+    task:cancel()
+    timer:stop()
+    watcher:stop()
+    assert.is_nil(l:timeout())
+  end)
+
+  it("stats counts watchers, timers, tasks, waits, events and set changes", function()
+    local l = loop.new()
+    finally(function() l:close() end)
+    local r, w = H.T.pipe()
+    finally(function() H.T.close(r) H.T.close(w) end)
+    local st = l:stats()
+    assert.are.same({ watchers = 0, timers = 0, tasks = 0, waiting = 0, descriptors = 0, rounds = 0,
+      events = 0, waits = 0, ctl = 0, closed = false }, st)
+    local watcher = l:io(r, "in", function() end)
+    local timer = l:timer(10, function() end)
+    l:spawn(function() l:writable(w) l:sleep(10) end)
+    H.T.write(w, "x")
+    assert.is_true(l:run("nowait"))
+    local into = {}
+    assert.are.equal(into, l:stats(into))
+    -- the writer waited, woke in the same round and went to sleep
+    assert.are.same({ watchers = 1, timers = 1, tasks = 1, waiting = 1, descriptors = 2, rounds = 1,
+      events = 2, waits = 2, ctl = 2, closed = false }, into)
+    -- w stays registered for the sleeping writer until its event comes
+    -- with nobody waiting: then it leaves the set
+    assert.is_true(l:run("nowait"))
+    l:stats(into)
+    assert.are.same({ 2, 4, 3, 1 }, { into.rounds, into.events, into.ctl, into.descriptors })
+    -- steady state: filling a given table allocates nothing
+    assert.are.equal(0, H.alloc_growth(function() l:stats(into) end, 200))
+    watcher:stop()
+    timer:stop()
+    l:close()
+    assert.is_true(l:stats().closed)
+  end)
+end)

@@ -301,3 +301,48 @@ describe("lepoll.loop errors", function()
     end)
   end)
 end)
+
+describe("lepoll.loop errors of unusual values", function()
+  H.no_fd_leaks(lazy_setup, lazy_teardown)
+
+  -- A class that raises on any field it lacks ("strict"), __tostring included.
+  local Strict = setmetatable({}, { __index = function(_, k) error("strict: no field " .. tostring(k)) end })
+  Strict.__index = Strict
+
+  it("come out of run unchanged when their class raises on unknown fields", function()
+    local err = setmetatable({ code = 3 }, Strict)
+    for _, make in ipairs({
+      function(l) l:timer(0, function() error(err) end) end,
+      function(l) l:spawn(function() error(err) end) end,
+    }) do
+      local l = new_loop()
+      make(l)
+      assert.are.equal(err, run_error(l))
+      assert.matches("%(error object is a table value%)", l:last_traceback())
+    end
+  end)
+
+  it("of a task reach on_error, after its to-be-closed variables are closed", function()
+    local log = {}
+    local l = new_loop({ on_error = function(e, where, obj)
+      log[#log + 1] = { e, obj.kind, where:match("^task #1") ~= nil }
+    end })
+    local fn
+    if H.has.toclose then
+      fn = assert(load([[
+        local log = ...
+        local x <close> = setmetatable({}, { __close = function() log[#log + 1] = "closed" end })
+        error("boom", 0)
+      ]]))
+    else
+      fn = function() error("boom", 0) end
+    end
+    l:spawn(fn, log)
+    assert.is_false(l:run())
+    if H.has.toclose then
+      assert.are.same({ "closed", { "boom", "task", true } }, log)
+    else
+      assert.are.same({ { "boom", "task", true } }, log)
+    end
+  end)
+end)

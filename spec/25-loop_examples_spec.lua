@@ -4,6 +4,7 @@
 -- `timeout`, so that nothing can hang, under the interpreter that runs the
 -- suite (H.LUA): the examples are written for every version.
 local H = require "support.helpers"
+local lepoll = require "lepoll"
 
 local C = H.cleanups(function(fn) finally(fn) end)
 local tmpname = C.tmpname -- a temporary path, removed when the test ends
@@ -34,6 +35,64 @@ local function lines(s)
   local list = {}
   for line in s:gmatch("([^\n]*)\n") do list[#list + 1] = line end
   return list
+end
+
+-- The first Lua example of doc/loop.md (the echo server with a task per
+-- client), as printed there; before 5.4, without `<close>`, as that page
+-- says to write it there.
+local function loop_page_example()
+  local page = assert(io.open("doc/loop.md")):read("*a")
+  local code = assert(page:match("An echo server, a task per client.-\n```lua\n(.-)```"), "no example")
+  if not H.has.toclose then code = code:gsub("local l <close> = ", "local l = ") end
+  return code
+end
+
+-- Echoes each message through the server at port, one connection per
+-- message, then all the messages again on one connection, with a client
+-- loop of two tasks per connection (one writes, one reads back and
+-- compares). Returns the number of bytes that came back intact.
+local function echo_through(port, messages)
+  local socket = require "socket"
+  local loop = require "lepoll.loop"
+  local l = loop.new()
+  local intact = 0
+  local function converse(list)
+    local c = assert(socket.tcp())
+    c:settimeout(5)
+    assert(c:connect("127.0.0.1", port))
+    c:settimeout(0)
+    local want = table.concat(list)
+    local writer = l:spawn(function()
+      local i = 1
+      while i <= #want do
+        local last, err, partial = c:send(want, i)
+        assert(err == nil or err == "timeout", err)
+        i = (last or partial) + 1
+        if i <= #want then assert(l:writable(c, 10), "the server stopped reading") end
+      end
+    end)
+    l:spawn(function()
+      local got, n = {}, 0
+      while n < #want do
+        if not c:dirty() then assert(l:readable(c, 10), "no echo for 10 s") end
+        local data, err, partial = c:receive(65536)
+        data = data or partial
+        assert(err == nil or err == "timeout", err)
+        got[#got + 1] = data
+        n = n + #data
+      end
+      assert(writer:join(10))
+      assert(table.concat(got) == want, "the echo differs from what was sent")
+      intact = intact + n
+      c:close()
+    end)
+  end
+  for _, m in ipairs(messages) do converse({ m }) end
+  converse(messages)
+  local deadline = lepoll.now() + 60
+  while l:run("once") do assert(lepoll.now() < deadline, "the echoes took over 60 s") end
+  l:close()
+  return intact
 end
 
 describe("the examples", function()
@@ -103,6 +162,35 @@ describe("the examples", function()
       local out, err, how = run("printf '' | " .. example("tail", "0"))
       assert.are.same({ "", ("usage: %s examples/tail.lua [interval [path]]\n"):format(LUA), { nil, "exit", 2 } },
         { out, err, how })
+    end)
+  end)
+
+  describe("doc/loop.md's echo server", function()
+    it("as printed, echoes messages of 1 byte to 1 MiB whole, LuaSocket's read-ahead included", function()
+      local script = tmpname()
+      local f = assert(io.open(script, "w"))
+      f:write(loop_page_example())
+      f:close()
+      -- A shell prints its pid, then becomes `timeout` running the example
+      -- with stdout unbuffered (so its first line comes at once).
+      local p = assert(io.popen(("echo $$; exec %s timeout 120 %s -e 'io.stdout:setvbuf(\"no\")' %s")
+        :format(ENV, LUA, quote(script))))
+      local pid = assert(tonumber(p:read("*l")), "no pid")
+      local stopped = false
+      finally(function()
+        if not stopped then os.execute("kill " .. pid) end
+        p:close()
+      end)
+      local port = tonumber((p:read("*l") or ""):match("^listening on port (%d+)$"))
+      assert(port, "the example did not say its port")
+      local messages, total = {}, 0
+      for i, size in ipairs({ 1, 2, 100, 4095, 4096, 4097, 6000, 8192, 8193, 65536, 65537, 200000, 1048576 }) do
+        messages[i] = (string.char(33 + i % 90) .. string.char(48 + i % 10)):rep(size):sub(1, size)
+        total = total + size
+      end
+      assert.are.equal(2 * total, echo_through(port, messages))
+      assert(os.execute("kill " .. pid))
+      stopped = true
     end)
   end)
 

@@ -151,8 +151,10 @@ local function alive(self)
   return not self.closed and (self.nwatchers > 0 or self.heap.n > 0 or self.ndue > 0 or self.ntasks > 0)
 end
 
+-- Whether the run queue holds a task to start or resume (cancelled ones
+-- leave their cells behind, passed over).
 local function queued(self)
-  return self.qfirst <= self.qlast
+  return self.nqueued > 0
 end
 
 -- The wait's timeout for this round: 0 when something is ready to run.
@@ -179,7 +181,7 @@ local function round(self, mode, limit)
     timers.run_due(self, task_timer, self.clock())
     if self.failed or self.closed then return end
   end
-  if queued(self) then
+  if self.qfirst <= self.qlast then
     busy = true
     tasks.run_queue(self)
     if self.failed or self.closed then return end
@@ -279,6 +281,7 @@ function M.new(opts)
     due = {}, dpos = 1, ndue = 0,          -- due timers being run
     tasks = {}, ntasks = 0, task_ids = 0,  -- coroutine -> live task
     queue = {}, qfirst = 1, qlast = 0,     -- the run queue
+    nqueued = 0,                           -- its live entries
     cond_ids = 0,
     rfd = {}, rfl = {}, nready = 0, rpos = 1, round = 0,
     cur = false, cur_flags = 0, current = false,
@@ -425,7 +428,7 @@ function Loop:close()
   end
   self.due, self.dpos, self.ndue = {}, 1, 0
   self.ntimers = 0
-  self.queue, self.qfirst, self.qlast = {}, 1, 0
+  self.queue, self.qfirst, self.qlast, self.nqueued = {}, 1, 0, 0
   self.nready, self.rpos = 0, 1
   self.ep:close()
   -- Tasks end here: their to-be-closed variables are closed (Lua 5.4). A

@@ -88,12 +88,17 @@ local function check_tasks(self)
     end
   end
   if nt ~= self.ntasks then fail("%d live tasks counted as %d", nt, self.ntasks) end
+  local live = 0
   for i = self.qfirst, self.qlast do
     local task = self.queue[i]
-    if task and task.state ~= "dead" and task.state ~= "queued" and not task.queued then
-      fail("task #%d in the run queue neither new nor woken", task.id)
+    if task and task.state ~= "dead" then
+      if task.state ~= "queued" and not task.queued then
+        fail("task #%d in the run queue neither new nor woken", task.id)
+      end
+      live = live + 1
     end
   end
+  if live ~= self.nqueued then fail("%d tasks in the run queue counted as %d", live, self.nqueued) end
 end
 
 return function(self)

@@ -233,7 +233,7 @@ function M.wake_later(self, task, v1, v2)
   self.queue[k] = task
   stop_wait(self, task)
   task.queued, task.wv1, task.wv2 = true, v1, v2
-  self.qlast = k
+  self.qlast, self.nqueued = k, self.nqueued + 1
 end
 
 -- Step 2 of a round: the tasks queued before it started, in order: new
@@ -248,9 +248,11 @@ function M.run_queue(self)
     if task.state == "queued" then
       local args = task.args
       task.args = false
+      self.nqueued = self.nqueued - 1
       resume(self, task, unpack(args, 1, args.n))
     elseif task.queued then
       task.queued = false
+      self.nqueued = self.nqueued - 1
       local v1, v2 = task.wv1, task.wv2
       task.wv1, task.wv2 = false, false
       resume(self, task, v1 or nil, v2 or nil)
@@ -356,7 +358,7 @@ function M.spawn(self, fn, ...)
   local k = self.qlast + 1
   self.queue[k] = task
   self.tasks[co] = task
-  self.task_ids, self.ntasks, self.qlast = id, self.ntasks + 1, k
+  self.task_ids, self.ntasks, self.qlast, self.nqueued = id, self.ntasks + 1, k, self.nqueued + 1
   return task
 end
 
@@ -398,6 +400,7 @@ function Task:cancel()
   end
   local l = self.loop
   if self.wait then stop_wait(l, self) end
+  if self.queued or state == "queued" then l.nqueued = l.nqueued - 1 end
   self.queued = false
   local closed, err = close_co(self.co)
   if not closed then
