@@ -896,3 +896,36 @@ describe("lepoll.loop conditions", function()
     assert.are.equal("wait must be called from a task of this loop (see spawn)", H.msg_of(function() cond:wait() end))
   end)
 end)
+
+describe("lepoll.loop conditions in steady state", function()
+  it("allocate nothing per round: a producer and a consumer handing over on two conditions", function()
+    local l = new_loop()
+    local has_item, has_room = l:condition(), l:condition()
+    local items, handed, bad = 0, 0, 0
+    l:spawn(function()
+      while true do
+        while items > 0 do has_room:wait() end
+        items = items + 1
+        has_item:signal()
+      end
+    end)
+    l:spawn(function()
+      while true do
+        while items == 0 do if not has_item:wait(10) then bad = bad + 1 end end
+        items = items - 1
+        handed = handed + 1
+        has_room:signal()
+      end
+    end)
+    local function rounds(n)
+      for _ = 1, n do
+        if not l:step() then bad = bad + 1 end
+      end
+    end
+    assert.are.equal(0, H.alloc_growth(rounds, 2000, 10000))
+    assert.are.equal(0, bad)
+    assert.is_true(handed > 1000, handed)
+    l:invariant()
+    l:close()
+  end)
+end)

@@ -33,6 +33,7 @@ end
 -- Adds task at the end of the queue (called by the loop as it carries out
 -- the wait; the cell is taken before anything else changes).
 function Condition:enqueue(task)
+  if self.first > 1 and self.first > self.last - self.first then self:compact() end
   local i = self.last + 1
   self.q[i] = task
   task.wticket = i
@@ -52,6 +53,20 @@ function Condition:forget(task)
     self.first = i + 1
   end
   if self.n == 0 then self:reset() end
+end
+
+-- Moves the cells first..last to the front (tickets follow), so that the
+-- queue reuses its cells rather than its indices growing for ever.
+function Condition:compact()
+  local q, first, last = self.q, self.first, self.last
+  local n = last - first + 1
+  for j = 1, n do
+    local task = q[first + j - 1]
+    if live(self, task, first + j - 1) then task.wticket = j end
+    q[j] = task
+  end
+  for j = n + 1, last do q[j] = false end
+  self.first, self.last = 1, n
 end
 
 function Condition:reset()

@@ -258,7 +258,17 @@ function M.run_queue(self)
       resume(self, task, v1 or nil, v2 or nil)
     end
   end
-  if self.qfirst > self.qlast then self.qfirst, self.qlast = 1, 0 end
+  -- What is left (tasks queued while this ran) moves to the front, so the
+  -- queue's cells are reused rather than its indices growing for ever.
+  local first, left = self.qfirst, self.qlast
+  if first > left then
+    self.qfirst, self.qlast = 1, 0
+  elseif first > 1 then
+    local n = left - first + 1
+    for j = 1, n do queue[j] = queue[first + j - 1] end
+    for j = n + 1, left do queue[j] = false end
+    self.qfirst, self.qlast = 1, n
+  end
 end
 
 -------------------------------------------------------------- the waits
