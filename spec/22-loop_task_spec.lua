@@ -929,3 +929,36 @@ describe("lepoll.loop conditions in steady state", function()
     l:close()
   end)
 end)
+
+describe("lepoll.loop descriptors closed behind the loop's back", function()
+  H.no_fd_leaks(lazy_setup, lazy_teardown)
+
+  it("a watcher takes the number over from a task's stale registration", function()
+    local l = new_loop()
+    local r, w = T.pipe()
+    local stay = true
+    local t = l:spawn(function()
+      assert(l:readable(r, 5))
+      T.read(r)
+      while stay do l:sleep(0.001) end -- r stays registered, idle
+    end)
+    T.write(w, "x")
+    assert.is_true(l:run("once"))
+    assert.is_true(l:run("once"))
+    -- closed without l:closing, the number reused by a new pipe
+    T.close(r)
+    T.close(w)
+    local r2, w2 = T.pipe()
+    defer(function() T.close(r2) T.close(w2) end)
+    assert.are.equal(r, r2)
+    local got
+    local watcher = l:io(r2, "in", function(wt, fd) got = T.read(fd) wt:stop() end)
+    T.write(w2, "y")
+    l:run("once")
+    assert.are.equal("y", got)
+    assert.is_false(watcher:is_active())
+    stay = false
+    t:cancel()
+    l:invariant()
+  end)
+end)

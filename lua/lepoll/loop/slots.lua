@@ -39,18 +39,32 @@ local function holds(reg, bit)
 end
 M.holds = holds
 
+-- ep:try_set(fd, flags), counted. When the set modifies an entry the
+-- kernel no longer has (ENOENT: the descriptor was closed behind the
+-- loop's back, its number reused), the stale entry goes and the
+-- descriptor is added afresh.
+local function set_flags(self, fd, flags)
+  local ep = self.ep
+  self.nctl = self.nctl + 1
+  local ok, why, errname = ep:try_set(fd, flags)
+  if ok or errname ~= "ENOENT" or ep:find(fd) == nil then return ok, why, errname end
+  ep:try_remove(fd)
+  self.nctl = self.nctl + 2
+  return ep:try_set(fd, flags)
+end
+M.set_flags = set_flags
+
 -- Changes the set to `flags` for s (0: removes it). Returns true, or nil,
 -- message and errno name. A descriptor closed behind the loop's back makes
 -- removal fail; the set's entry goes either way, and so does the slot's.
 local function apply(self, s, flags)
-  local ep = self.ep
-  self.nctl = self.nctl + 1
   if flags == 0 then
-    ep:try_remove(s.fd)
+    self.nctl = self.nctl + 1
+    self.ep:try_remove(s.fd)
     s.reg = 0
     return true
   end
-  local ok, why, errname = ep:try_set(s.fd, flags)
+  local ok, why, errname = set_flags(self, s.fd, flags)
   if not ok then return nil, why, errname end
   s.reg = flags
   return true
@@ -90,10 +104,15 @@ function M.arm(self, s, bit)
 end
 
 -- After an event on s that a waiter-less direction had: narrows the
--- registration to what is waited for now.
+-- registration to what is waited for now; with nothing waited for, the
+-- slot goes.
 function M.narrow(self, s)
   local want = wanted(s)
-  if want ~= s.reg then apply(self, s, want) end
+  if want == 0 then
+    M.drop(self, s)
+  elseif want ~= s.reg then
+    apply(self, s, want)
+  end
 end
 
 -- An idle slot on fd (nobody waiting) gives way to a watcher; a busy one
@@ -105,12 +124,15 @@ function M.idle(self, fd)
   return nil
 end
 
--- A task ends (or gives up its slots): the slots it waited on last, which
--- nobody waits on now, leave the set.
+-- A task ends: the slots it waited on last leave the set when nobody
+-- waits on them; one that another task waits on becomes that task's.
 function M.release_owned(self, task)
   local slots = self.slots
   for fd, s in pairs(task.held) do
-    if slots[fd] == s and s.owner == task and not s.reader and not s.writer then M.drop(self, s) end
+    if slots[fd] == s and s.owner == task then
+      local waiter = s.reader or s.writer
+      if waiter then s.owner = waiter else M.drop(self, s) end
+    end
   end
 end
 

@@ -26,12 +26,12 @@ local function attach_body(self, w)
   self.watchers[fd] = w
   local ep = self.ep
   local idle = slots.idle(self, fd)
-  self.nctl = self.nctl + 1
   if idle and idle.reg ~= 0 and lepoll.has(flags, EXCLUSIVE) then
+    self.nctl = self.nctl + 1
     ep:try_remove(fd)
     idle.reg = 0
   end
-  local ok, why, errname = ep:try_set(fd, flags)
+  local ok, why, errname = slots.set_flags(self, fd, flags)
   if not ok then
     self.watchers[fd] = nil
     return nil, why, errname
