@@ -1,6 +1,9 @@
 -- bench/run.lua: lepoll's benchmarks (issue 5), run by make bench and
 -- make bench-smoke (mk/bench.mk).
 --   lua5.4 bench/run.lua [--rounds R] [--budget-ms MS] [--out FILE] [--smoke]
+--                        [--echo FILE] [--tasks FILE] [--profile FILE] [--plot PNG]
+-- --echo, --tasks and --profile name sections written before (bench/echo.lua,
+-- bench/tasks.lua, bench/profile.lua) that the report takes in.
 -- Every contender of a benchmark runs in this one process, in rounds; in
 -- each round every contender runs for MS milliseconds (its loop checks the
 -- clock every 16 waits), in an order rotated from round to round. Reported:
@@ -19,6 +22,7 @@ do
 		elseif a == "--budget-ms" then i = i + 1; opt.budget_ms = assert(tonumber(arg[i]), "--budget-ms MS")
 		elseif a == "--out" then i = i + 1; opt.out = arg[i]
 		elseif a == "--echo" then i = i + 1; opt.echo = arg[i]
+		elseif a == "--tasks" then i = i + 1; opt.tasks = arg[i]
 		elseif a == "--plot" then i = i + 1; opt.plot = arg[i]
 		elseif a == "--profile" then i = i + 1; opt.profile = arg[i]
 		else error("unknown argument " .. a) end
@@ -541,7 +545,7 @@ local function report()
 	add()
 	add("## Machine")
 	add()
-	add("- CPU: " .. cpu .. ", " .. sh("nproc") .. " online CPUs")
+	add("- CPU: " .. cpu .. ", " .. sh("getconf _NPROCESSORS_ONLN") .. " online CPUs")
 	add("- kernel: " .. sh("uname -srm"))
 	add("- Lua: " .. _VERSION .. " (" .. sh("lua5.4 -v") .. ")")
 	add("- compiler: " .. sh("cc --version | head -1") .. ", lepoll and benchc built with " ..
@@ -651,6 +655,7 @@ local function report()
 		end
 	end
 	add("| echo server | in section 5 |")
+	if opt.tasks then add("| tasks against watchers | in section 6 |") end
 	add()
 	local fl = get("dispatch", 64, FLOOR)
 	if it and fo and raw and fl and lu then
@@ -689,6 +694,17 @@ local function report()
 			add("## 5. Echo server")
 			add()
 			add("Not run: " .. opt.echo .. " is missing.")
+		end
+	end
+	if opt.tasks then
+		local f = io.open(opt.tasks)
+		if f then
+			add(f:read("a"))
+			f:close()
+		else
+			add("## 6. Tasks against watchers")
+			add()
+			add("Not run: " .. opt.tasks .. " is missing.")
 		end
 	end
 	return table.concat(L, "\n") .. "\n"

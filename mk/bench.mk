@@ -3,40 +3,48 @@
 #                       rounds; writes bench/RESULTS.md (BENCH_ROUNDS,
 #                       BENCH_BUDGET_MS: the time each contender runs per
 #                       round), with the echo section (bench-echo), the
-#                       instruction counts (bench-profile) and
-#                       bench/scaling.png
+#                       tasks section (bench-tasks), the instruction counts
+#                       (bench-profile) and bench/scaling.png
 #   make bench-smoke    every benchmark at tiny sizes, one short round, for
 #                       CI; ends with "N passed, N failed" (benchmarks that ran)
 #   make bench-echo     the echo-server benchmark alone (ECHO_ROUNDS,
 #                       ECHO_SECONDS: measured seconds per run); writes
 #                       build/bench/echo.md, the section bench/RESULTS.md
 #                       takes in
+#   make bench-tasks    one server in two styles on lepoll.loop, watchers
+#                       against tasks, under the echo load generator and
+#                       wrk (TASKS_ROUNDS, TASKS_SECONDS: measured seconds
+#                       per run): CPU per request and epoll_ctl calls per
+#                       request (perf stat); writes build/bench/tasks.md
 #   make bench-profile  user-space instructions per event at N=64, counted by
 #                       callgrind, for wait(0) alone, the plain-Lua floor,
 #                       iter_ready, fold_ready and luv; writes
 #                       build/bench/profile.md
-#   make deps-bench     the peers and gnuplot, when missing
+#   make deps-bench     the peers, gnuplot, wrk and perf, when missing
 # The peers come from Debian's packages (lua-luv, lua-cqueues, lua-socket;
-# gnuplot-nox for the plot). The raw C contender lives in
-# build/bench/benchc.so (bench/benchc.c), a bench-only module, so it runs in
-# the driver's process, interleaved with the rest. The echo benchmark
-# (bench/echo.lua, bench/echo/) runs separate processes: a C load generator
-# and each server in turn. Instruction counts are repeatable where timings
-# are noisy.
+# gnuplot-nox for the plot; wrk and linux-perf for bench-tasks). The raw C
+# contender lives in build/bench/benchc.so (bench/benchc.c), a bench-only
+# module, so it runs in the driver's process, interleaved with the rest.
+# The echo benchmark (bench/echo.lua, bench/echo/) runs separate processes:
+# a C load generator and each server in turn; so does bench-tasks
+# (bench/tasks.lua, bench/tasks/), with wrk as a second load. Instruction
+# counts are repeatable where timings are noisy.
 BENCH_DIR       := $(BUILD)/bench
 BENCH_SO        := $(BENCH_DIR)/benchc.so
 BENCH_PROFILE   := $(BENCH_DIR)/profile.md
-BENCH_PACKAGES  := lua-luv lua-cqueues lua-socket gnuplot-nox
+BENCH_PACKAGES  := lua-luv lua-cqueues lua-socket gnuplot-nox wrk linux-perf
 BENCH_ROUNDS    ?= 15
 BENCH_BUDGET_MS ?= 20
 ECHO_BIN        := $(BENCH_DIR)/echo-loadgen $(BENCH_DIR)/echo-server
 ECHO_ROUNDS     ?= 5
 ECHO_SECONDS    ?= 2
+TASKS_ROUNDS    ?= 5
+TASKS_SECONDS   ?= 3
 BENCH_ENV        = LUA_CPATH="$(BENCH_DIR)/?.so;$(BUILD)/?.so;;" LUA_PATH="$(LUA_MODS_PATH)"
 
-.PHONY: bench bench-smoke bench-echo bench-profile deps-bench
+.PHONY: bench bench-smoke bench-echo bench-tasks bench-profile deps-bench
 
-## install the benchmarks' peers (luv, cqueues, LuaSocket) and gnuplot when missing
+## install the benchmarks' peers (luv, cqueues, LuaSocket), gnuplot, wrk and perf when missing
 deps-bench: deps
 	@tools/ensure-deps $(BENCH_PACKAGES)
 
@@ -49,23 +57,29 @@ $(BENCH_DIR)/echo-%: bench/echo/%.c | deps-bench
 	@mkdir -p $(dir $@)
 	$(CC) -std=c99 $(WARN) $(CFLAGS) -o $@ $<
 
-# The echo section and the instruction counts are written first, so that
-# the report can take them in.
+# The echo and tasks sections and the instruction counts are written first,
+# so that the report can take them in.
 ## every benchmark, full sizes; writes bench/RESULTS.md and bench/scaling.png
-bench: bench-echo bench-profile $(BUILD)/lepoll.so $(BENCH_SO) | deps-bench
+bench: bench-echo bench-tasks bench-profile $(BUILD)/lepoll.so $(BENCH_SO) | deps-bench
 	$(BENCH_ENV) $(LUA) bench/run.lua --rounds $(BENCH_ROUNDS) --budget-ms $(BENCH_BUDGET_MS) \
-	    --echo $(BENCH_DIR)/echo.md --profile $(BENCH_PROFILE) --plot bench/scaling.png \
-	    --out bench/RESULTS.md
+	    --echo $(BENCH_DIR)/echo.md --tasks $(BENCH_DIR)/tasks.md --profile $(BENCH_PROFILE) \
+	    --plot bench/scaling.png --out bench/RESULTS.md
 
 ## every benchmark at tiny sizes, one short round, for CI
 bench-smoke: $(BUILD)/lepoll.so $(BENCH_SO) $(ECHO_BIN) | deps-bench
 	$(BENCH_ENV) $(LUA) bench/run.lua --smoke
 	$(BENCH_ENV) $(LUA) bench/echo.lua --lua $(LUA) --smoke
+	$(BENCH_ENV) $(LUA) bench/tasks.lua --lua $(LUA) --smoke
 
 ## the echo-server benchmark alone; writes build/bench/echo.md
 bench-echo: $(BUILD)/lepoll.so $(ECHO_BIN) | deps-bench
 	$(BENCH_ENV) $(LUA) bench/echo.lua --lua $(LUA) --rounds $(ECHO_ROUNDS) --seconds $(ECHO_SECONDS) \
 	    --out $(BENCH_DIR)/echo.md
+
+## watchers against tasks on lepoll.loop (echo and HTTP loads); writes build/bench/tasks.md
+bench-tasks: $(BUILD)/lepoll.so $(BENCH_DIR)/echo-loadgen | deps-bench
+	$(BENCH_ENV) $(LUA) bench/tasks.lua --lua $(LUA) --rounds $(TASKS_ROUNDS) --seconds $(TASKS_SECONDS) \
+	    --out $(BENCH_DIR)/tasks.md
 
 ## instructions per event of the dispatch paths (callgrind); writes build/bench/profile.md
 bench-profile: $(BUILD)/lepoll.so $(BENCH_SO) | deps-bench deps-valgrind

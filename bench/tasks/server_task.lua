@@ -1,0 +1,59 @@
+-- bench/tasks/server_task.lua: the server of bench/tasks.lua in the task
+-- style: lepoll.loop with one task (l:spawn) per connection, written as
+-- straight-line code: wait in l:readable, do the work, send the response,
+-- waiting in l:writable while a send is partial. The work per request is
+-- bench/tasks/work.lua's, as in server_watcher.lua.
+--   lua5.4 server_task.lua echo|http [--pidfile FILE] [--stdin]
+-- Prints its port, then serves until SIGTERM (or, with --stdin, the end of
+-- its standard input).
+package.path = (arg[0]:match("^(.*)/") or ".") .. "/?.lua;" .. package.path
+local loop = require "lepoll.loop"
+local socket = require "socket"
+local work = require "work"
+
+local serve, new_state, opts = work.setup(arg)
+local send = work.send
+
+local l = loop.new()
+local server = assert(socket.bind("127.0.0.1", 0, 128))
+server:settimeout(0)
+
+-- serve() leaves LuaSocket's buffer empty, so readiness tells all: there
+-- is nothing to read until the kernel says so.
+local function connection(c)
+	local st = new_state()
+	while l:readable(c) do
+		local out = serve(c, st)
+		if out == nil then break end
+		while out ~= "" do
+			out = send(c, out)
+			if out == nil or (out ~= "" and not l:writable(c)) then
+				out = nil
+				break
+			end
+		end
+		if out == nil or (st and st.closing) then break end
+	end
+	c:close()
+end
+
+l:spawn(function()
+	while l:readable(server) do
+		local c = server:accept()
+		if c then
+			c:settimeout(0)
+			c:setoption("tcp-nodelay", true)
+			l:spawn(connection, c)
+		end
+	end
+end)
+
+if opts.stdin then
+	l:spawn(function()
+		l:readable(0)
+		os.exit(0)
+	end)
+end
+
+work.ready(opts, select(2, server:getsockname()))
+l:run()
