@@ -57,8 +57,9 @@
 -- creation and is never set to nil (false stands for none), so setting one
 -- never allocates; an operation makes its allocations before it changes
 -- anything that counts, and what it does after them cannot fail, or is
--- undone when it does. Events and due timers are consumed only once
--- dispatched, so a memory error in run loses none: the next run goes on.
+-- undone when it does. Events are consumed only once dispatched, so a
+-- memory error in run loses none: the next run goes on. (Not yet so for a
+-- task's start, resume and end, or a due timer's call: make test-oom.)
 local lepoll = require "lepoll"
 local common = require "lepoll.loop.common"
 local heap = require "lepoll.loop.heap"
