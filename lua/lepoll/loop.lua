@@ -347,7 +347,7 @@ end
 -- (events() is "r") or timeout() seconds, then steps the loop.
 Loop.pollfd = Loop.getfd
 
-function Loop:events()
+function Loop.events()
   return "r"
 end
 

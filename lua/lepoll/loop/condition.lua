@@ -80,7 +80,7 @@ function Condition:wait(timeout)
   local l = self.loop
   local task = tasks.this_task(l, "wait", 2)
   task.req, task.req_target, task.req_deadline = "cond", self, tasks.deadline_of(l, timeout, 1, "wait", 2)
-  local ok, why = tasks.request(task, "wait", 2)
+  local ok, why = tasks.request("wait", 2)
   if ok then return ok end
   return ok, why
 end

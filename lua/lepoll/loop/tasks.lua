@@ -299,9 +299,9 @@ local function check_yieldable(name, level)
   end
 end
 
--- Yields task's request (its req fields are set) and returns what the wait
+-- Yields the running task's request (its req fields are set) and returns what the wait
 -- returns; a refusal is raised at `level`.
-local function request(task, name, level)
+local function request(name, level)
   check_yieldable(name, level + 1)
   local a, b, c = co_yield(WAIT)
   if rawequal(a, FAIL) then
@@ -341,7 +341,8 @@ local function wait_fd(self, obj, timeout, reading, name)
   if reading and dirty(obj) then return true end
   task.req, task.req_fd, task.req_obj, task.req_dir, task.req_deadline =
     "fd", fd, obj, reading and "r" or "w", deadline
-  return request(task, name, 3)
+  local ok, why = request(name, 3) -- not a tail call: levels count wait_fd
+  return ok, why
 end
 
 -- l:spawn(fn, ...)
@@ -390,7 +391,7 @@ function M.sleep(self, seconds)
   local task = this_task(self, "sleep", 2)
   seconds = common.check_seconds(seconds, 1, "sleep", "seconds", 2)
   task.req, task.req_deadline = "sleep", self.clock() + seconds
-  local ok = request(task, "sleep", 2)
+  local ok = request("sleep", 2)
   return ok
 end
 
@@ -435,7 +436,7 @@ function Task:join(timeout)
   if self.state ~= "dead" then
     if not self.joiners then self.joiners = l:condition() end
     me.req, me.req_target, me.req_deadline = "cond", self.joiners, deadline
-    local ok, why = request(me, "join", 2)
+    local ok, why = request("join", 2)
     if not ok then return nil, why end
   end
   local outcome, results = self.outcome, self.results
