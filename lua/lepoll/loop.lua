@@ -212,6 +212,9 @@ end
 local function new_runner(self)
   return co_create(function(mode, limit)
     while true do
+      -- Set here, not before the resume: a resume that fails to start
+      -- (memory) leaves the loop not running.
+      self.running = true
       local more = run_rounds(self, mode, limit)
       mode, limit = co_yield(DONE, more)
     end
@@ -228,7 +231,7 @@ local function drive(self, mode, limit)
     runner = new_runner(self)
     self.runner = runner
   end
-  self.running, self.stopping = true, false
+  self.stopping = false
   local ok, tag, more = co_resume(runner, mode, limit)
   local cur = self.cur
   self.running, self.stopping, self.cur = false, false, false
@@ -419,6 +422,10 @@ function Loop:close()
   if self.closed then return end
   self.closed = true
   self.stopping = true
+  -- Every wait ends as a wait does (a condition forgets its waiters).
+  for _, task in pairs(self.tasks) do
+    if task.wait then tasks.stop_wait(self, task) end
+  end
   for _, w in pairs(self.watchers) do w.active = false end
   self.watchers, self.slots = {}, {}
   self.nwatchers = 0
