@@ -34,8 +34,9 @@
 --     the string "file:line: 42" (5.3 and later keep the number).
 --
 -- A round of the loop:
---   1. events and due timers left over by a round that an error interrupted
---      are dispatched;
+--   1. a task's run that a memory error interrupted is finished; events and
+--      due timers left over by a round that an error interrupted are
+--      dispatched;
 --   2. the run queue: tasks spawned since the last round start, tasks woken
 --      by a condition, a join or l:closing resume, in the order they were
 --      queued;
@@ -57,9 +58,13 @@
 -- creation and is never set to nil (false stands for none), so setting one
 -- never allocates; an operation makes its allocations before it changes
 -- anything that counts, and what it does after them cannot fail, or is
--- undone when it does. Events are consumed only once dispatched, so a
--- memory error in run loses none: the next run goes on. (Not yet so for a
--- task's start, resume and end, or a due timer's call: make test-oom.)
+-- undone when it does; where an operation must make calls after its first
+-- change, it reserves them first (common.reserve). Events are consumed only
+-- once dispatched, a due timer once its callback is called, and a task's
+-- run, interrupted, is finished first thing in the next round (tasks.lua),
+-- so a memory error in run loses nothing and delivers nothing twice: the
+-- next run goes on. make test-oom checks all of it, allocation by
+-- allocation (test/c/oom_loop.lua).
 local lepoll = require "lepoll"
 local common = require "lepoll.loop.common"
 local heap = require "lepoll.loop.heap"
@@ -149,13 +154,14 @@ local function dispatch_io(self)
 end
 
 local function alive(self)
-  return not self.closed and (self.nwatchers > 0 or self.heap.n > 0 or self.ndue > 0 or self.ntasks > 0)
+  return not self.closed and (self.nwatchers > 0 or self.ntimers > 0 or self.ndue > 0 or self.ntasks > 0)
 end
 
--- Whether the run queue holds a task to start or resume (cancelled ones
--- leave their cells behind, passed over).
+-- Whether a task is to be started or resumed: one in the run queue
+-- (cancelled ones leave their cells behind, passed over), or the one a
+-- memory error interrupted.
 local function queued(self)
-  return self.nqueued > 0
+  return self.nqueued > 0 or self.current ~= false
 end
 
 -- The wait's timeout for this round: 0 when something is ready to run.
@@ -163,10 +169,11 @@ local function wait_timeout(self, busy, mode)
   if busy or mode == "nowait" or self.stopping or queued(self) or self.dpos <= self.ndue then
     return 0
   end
-  if self.heap.n > 0 then
+  local deadline = timers.first_deadline(self)
+  if deadline then
     -- Rounded up to the next millisecond (wait rounds to the nearest):
     -- never woken before the deadline.
-    local span = self.heap:peek().deadline - self.clock()
+    local span = deadline - self.clock()
     return span > 0 and span + 0.0005 or 0
   end
   return nil
@@ -175,6 +182,12 @@ end
 -- One round; limit (seconds, or nil) caps the wait.
 local function round(self, mode, limit)
   local busy = false
+  if self.current then
+    -- A task's run that a memory error interrupted.
+    busy = true
+    tasks.run_current(self)
+    if self.failed or self.closed then return end
+  end
   if self.rpos <= self.nready or self.dpos <= self.ndue then
     busy = true
     dispatch_io(self)
@@ -288,7 +301,8 @@ function M.new(opts)
     nqueued = 0,                           -- its live entries
     cond_ids = 0,
     rfd = {}, rfl = {}, nready = 0, rpos = 1, round = 0,
-    cur = false, cur_flags = 0, current = false,
+    cur = false, cur_flags = 0,
+    current = false,                       -- the task run now (tasks.lua)
     running = false, stopping = false, closed = false,
     runner = false,
     failed = false, err = false, trace = false, htrace = false,
@@ -360,9 +374,9 @@ end
 function Loop:timeout()
   if self.closed then return nil end
   if queued(self) or self.rpos <= self.nready or self.dpos <= self.ndue then return 0 end
-  local first = self.heap:peek()
-  if not first then return nil end
-  local span = first.deadline - self.clock()
+  local deadline = timers.first_deadline(self)
+  if not deadline then return nil end
+  local span = deadline - self.clock()
   return span > 0 and span or 0
 end
 
@@ -385,6 +399,9 @@ function Loop:closing(obj)
   if w then w:stop() end
   local s = self.slots[fd]
   if not s then return 0 end
+  -- All or nothing: the run queue's cells and the calls below made first.
+  tasks.reserve_cells(self, 2)
+  common.reserve()
   local n = 0
   local r = s.reader
   if r then
@@ -424,7 +441,7 @@ function Loop:close()
   self.stopping = true
   -- Every wait ends as a wait does (a condition forgets its waiters).
   for _, task in pairs(self.tasks) do
-    if task.wait then tasks.stop_wait(self, task) end
+    if task.wait then tasks.stop_wait(task) end
   end
   for _, w in pairs(self.watchers) do w.active = false end
   self.watchers, self.slots = {}, {}

@@ -115,17 +115,41 @@ function M.errtext(err)
   return format("(error object is a %s value)", t)
 end
 
+------------------------------------------------------------ memory errors
+
+-- Any call can meet a memory error before the called function starts: Lua
+-- makes a call's CallInfo and stack on first use and frees them again
+-- when the collector runs. An operation that must make calls after its
+-- first change calls reserve() before that change: every chain of calls
+-- up to RESERVE_DEPTH levels below the caller then finds what it needs
+-- already made, so long as nothing allocates a new object in between
+-- (only then can the collector run and free them).
+local RESERVE_DEPTH = 12
+local function reserve_from(n)
+  -- Locals for a frame larger than a C function's minimum (LUA_MINSTACK).
+  -- luacheck: ignore 211
+  local a1, a2, a3, a4, a5, a6, a7, a8, a9, a10, a11, a12, a13, a14, a15, a16
+  local b1, b2, b3, b4, b5, b6, b7, b8, b9, b10, b11, b12, b13, b14, b15, b16
+  if n > 1 then reserve_from(n - 1) end
+end
+
+function M.reserve()
+  reserve_from(RESERVE_DEPTH)
+end
+
 ---------------------------------------------------------------- failures
 
 -- A callback, timer or task failed with self.err (already recorded, with
 -- self.trace). With on_error, it handles the error now; otherwise the
--- round winds down and run raises it.
+-- round winds down and run raises it. Takes the record before the call
+-- (reserved, so the call itself cannot fail): on_error runs once.
 function M.failed(self, obj)
   local on_error = self.on_error
   if on_error then
-    local err = self.err
-    self.err = nil
-    on_error(err, self.trace, obj)
+    M.reserve()
+    local err, trace = self.err, self.trace
+    self.err = false
+    on_error(err, trace, obj)
   else
     self.failed = true
   end

@@ -6,7 +6,10 @@
 -- The queue is an array q[first..last] of tasks; each waiting task has its
 -- ticket (its index). A wait that ends otherwise (timeout, cancel, the
 -- loop closing) leaves its cell behind, stale: signal passes over cells
--- whose task is no longer waiting there with that ticket.
+-- whose task is no longer waiting there with that ticket. The task goes in
+-- and out of the queue in tasks.lua (begin_wait, stop_wait), in fields
+-- only, so that neither can stop halfway (see the loop's notes on memory
+-- errors).
 local common = require "lepoll.loop.common"
 local tasks = require "lepoll.loop.tasks"
 
@@ -30,29 +33,14 @@ local function live(self, task, i)
   return task and task.wait == "cond" and task.wtarget == self and task.wticket == i
 end
 
--- Adds task at the end of the queue (called by the loop as it carries out
--- the wait; the cell is taken before anything else changes).
-function Condition:enqueue(task)
+-- Makes the cell past the end, where a wait beginning puts its task
+-- (tasks.lua: begin_wait, which also takes a task out of the queue when
+-- its wait ends otherwise than by a signal). Moves the queue to the front
+-- first when more than half of it is used up.
+function Condition:reserve()
   if self.first > 1 and self.first > self.last - self.first then self:compact() end
   local i = self.last + 1
-  self.q[i] = task
-  task.wticket = i
-  self.last = i
-  self.n = self.n + 1
-end
-
--- task's wait ends otherwise than by a signal.
-function Condition:forget(task)
-  local i = task.wticket
-  self.n = self.n - 1
-  if i == self.last then
-    self.q[i] = false
-    self.last = i - 1
-  elseif i == self.first then
-    self.q[i] = false
-    self.first = i + 1
-  end
-  if self.n == 0 then self:reset() end
+  if self.q[i] == nil then self.q[i] = false end
 end
 
 -- Moves the cells first..last to the front (tickets follow), so that the
@@ -69,18 +57,12 @@ function Condition:compact()
   self.first, self.last = 1, n
 end
 
-function Condition:reset()
-  local q = self.q
-  for i = self.first, self.last do q[i] = false end
-  self.first, self.last, self.n = 1, 0, 0
-end
-
 -- cond:wait([timeout]) in a task → true, or nil and "timeout".
 function Condition:wait(timeout)
   local l = self.loop
   local task = tasks.this_task(l, "wait", 2)
   task.req, task.req_target, task.req_deadline = "cond", self, tasks.deadline_of(l, timeout, 1, "wait", 2)
-  local ok, why = tasks.request("wait", 2)
+  local ok, why = tasks.request(task, "wait", 2)
   if ok then return ok end
   return ok, why
 end
@@ -91,22 +73,26 @@ function Condition:signal()
   while self.first <= self.last do
     local i = self.first
     local task = q[i]
-    if live(self, task, i) then
-      -- wake_later ends the wait (forget moves first past i) and queues it.
+    if task and task.wait == "cond" and task.wtarget == self and task.wticket == i then
+      -- wake_later ends the wait (first moves past i) and queues the task.
       tasks.wake_later(l, task, true, false)
       return true
     end
     q[i] = false
     self.first = i + 1
   end
-  self:reset()
+  if self.first > 1 then self.first, self.last = 1, 0 end
   return false
 end
 
--- Wakes every waiter: how many.
+-- Wakes every waiter: how many. The run queue's cells are made first, and
+-- the calls reserved: it wakes all or none.
 function Condition:broadcast()
-  local n = 0
-  while self.n > 0 and self:signal() do n = n + 1 end
+  local n = self.n
+  if n == 0 then return 0 end
+  tasks.reserve_cells(self.loop, n)
+  common.reserve()
+  for _ = 1, n do self:signal() end
   return n
 end
 

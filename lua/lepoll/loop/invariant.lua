@@ -56,10 +56,12 @@ local function check_timers(self)
   for i = 1, heap.n do
     local t = heap[i]
     if t.task then
+      -- A disarmed entry is a timeout whose wait ended (tasks.lua).
       local task = t.task
-      if self.tasks[task.co] ~= task or task.state ~= "waiting" or not task.wait then
+      if t.armed and (self.tasks[task.co] ~= task or task.state ~= "waiting" or not task.wait) then
         fail("timer of a task that is not waiting at %d", i)
       end
+      if not t.armed and self.tasks[task.co] ~= task then fail("timer of a dead task at %d", i) end
     else
       users = users + 1
     end
@@ -82,6 +84,9 @@ local function check_tasks(self)
     if task.co ~= co or task.state == "dead" then fail("task #%d listed but dead", task.id) end
     if task.state == "waiting" and not task.wait and not task.queued then
       fail("task #%d waits for nothing", task.id)
+    end
+    if task.state == "running" and task.pending and self.current ~= task then
+      fail("task #%d is to be resumed, but not by the loop", task.id)
     end
     if task.wait == "cond" and task.wtarget.q[task.wticket] ~= task then
       fail("task #%d is not in its condition's queue", task.id)

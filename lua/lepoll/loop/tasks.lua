@@ -9,13 +9,24 @@
 -- raises in the task. So nothing is registered for a task that cannot
 -- yield (the yield itself fails, in the task, before anything happened),
 -- and a failure while registering (the kernel refuses the descriptor,
--- memory runs out) is undone in one place, the loop's.
+-- memory runs out) is dealt with in one place, the loop's.
 --
 -- A waiting task is resumed by the loop: at once when its descriptor is
 -- ready (slots.lua keeps the descriptor registered between waits) or its
 -- timer is due; from the run queue in the next round when it is woken by
 -- another part of the program (a condition's signal, the end of a task it
 -- joins, l:closing on its descriptor).
+--
+-- Memory errors. The task the loop resumes is its current one: the loop
+-- notes that (fields only) before anything else, and the run (run_current)
+-- goes by the state of the task and its coroutine, never by how far it
+-- got, so the next round finishes a run that a memory error cut short,
+-- exactly once: the task resumed, its wait begun, its end booked. Ending
+-- a wait (stop_wait) changes fields only; a timed wait's heap entry stays
+-- behind, disarmed, until the heap passes over it or the task waits with
+-- a timeout again or ends. The operations that end a task or wake several
+-- (cancel, a condition's broadcast, l:closing) make the run queue's cells
+-- and reserve their calls (common.reserve) before their first change.
 local lepoll = require "lepoll"
 local common = require "lepoll.loop.common"
 local heap_mod = require "lepoll.loop.heap"
@@ -42,27 +53,126 @@ local WAIT = token("lepoll.loop wait")
 local FAIL = token("lepoll.loop refusal")
 -- Yielded by a task that ends here: it was cancelled, or its loop closed.
 local END = token("lepoll.loop end")
+local MEMERR = "not enough memory"
+
+local function pack(...)
+  return { n = select("#", ...), ... }
+end
+
+-- The function of every task's coroutine: it notes that it runs, and
+-- keeps the results where the loop finds them, so that nothing is lost
+-- when a memory error stops the loop right after the resume (run_current).
+-- A memory error making the results is the task's own failure.
+local function body(task)
+  task.pending = false
+  local args = task.args
+  task.args = false
+  task.results = pack(task.fn(unpack(args, 1, args.n)))
+end
 
 local Task = {}
 Task.__index = Task
 
 local M = { Task = Task }
 
+------------------------------------------------------------------ waiting
+
+-- The wait task is in ends: its slot side, its place in a condition's
+-- queue, its timeout. Changes fields only (no call, no allocation), so
+-- that it never stops halfway. A timeout's heap entry stays behind,
+-- disarmed (see the loop's notes on memory errors): the heap passes over
+-- it, and the task's next timed wait or its end takes it out.
+local function stop_wait(task)
+  local kind = task.wait
+  if kind == "fd" then
+    local s = task.wslot
+    if task.wdir == "r" then
+      if s.reader == task then s.reader = false end
+    elseif s.writer == task then
+      s.writer = false
+    end
+    task.wslot = false
+  elseif kind == "cond" then
+    -- The condition's queue forgets the task (condition.lua): the cell at
+    -- either end goes, one inside stays behind, stale.
+    local c, i = task.wtarget, task.wticket
+    local q = c.q
+    c.n = c.n - 1
+    if i == c.last then
+      q[i] = false
+      c.last = i - 1
+    elseif i == c.first then
+      q[i] = false
+      c.first = i + 1
+    end
+    if c.n == 0 then
+      for j = c.first, c.last do q[j] = false end
+      c.first, c.last = 1, 0
+    end
+    task.wtarget = false
+  end
+  local t = task.timer
+  t.armed, t.due = false, false
+  task.wait = false
+end
+M.stop_wait = stop_wait
+
+-- Carries out task's request. Returns true, or nil, message and errno name
+-- when the kernel refuses the descriptor. Can be done again from the start
+-- after a memory error: what it makes before its first change (an unarmed
+-- heap entry, an empty slot, a condition's cell) counts for nothing.
+local function begin_wait(self, task)
+  local kind, deadline, t = task.req, task.req_deadline, task.timer
+  if deadline then
+    local heap = self.heap
+    if t.hidx then heap:remove(t) end -- left by an earlier wait
+    heap:push(t, deadline)
+  end
+  local s, reading, c
+  if kind == "fd" then
+    local fd = task.req_fd
+    s = slots.get(self, fd, task.req_obj)
+    if task.held[fd] ~= s then task.held[fd] = s end
+    reading = task.req_dir == "r"
+    local ok, why, errname = slots.arm(self, s, reading and IN or OUT)
+    if not ok then
+      -- A slot made for this wait goes again.
+      if s.reg == 0 and not s.owner and self.slots[fd] == s then self.slots[fd] = nil end
+      return nil, why, errname
+    end
+  elseif kind == "cond" then
+    c = task.req_target
+    c:reserve()
+  end
+  -- From here fields change, and nothing else happens.
+  if s then
+    if reading then s.reader = task else s.writer = task end
+    s.owner, s.obj = task, task.req_obj
+    task.wslot, task.wdir = s, task.req_dir
+  elseif c then
+    local i = c.last + 1
+    c.q[i] = task
+    c.last, c.n = i, c.n + 1
+    task.wtarget, task.wticket = c, i
+  end
+  if deadline then t.armed = true end
+  task.wait, task.state, task.round = kind, "waiting", self.round
+  task.req, task.req_obj, task.req_target = false, false, false
+  self.nwaits = self.nwaits + 1
+  return true
+end
+
 ------------------------------------------------------------------ the end
 
--- task leaves the loop's books: dead, its slots released, its joiners woken.
-local function task_ended(self, task, outcome, results)
-  task.state, task.outcome, task.results = "dead", outcome, results
-  task.args = false
-  local tasks = self.tasks
-  if tasks[task.co] == task then
-    tasks[task.co] = nil
-    self.ntasks = self.ntasks - 1
+-- Makes n more cells at the end of the run queue (false: empty), so that
+-- queueing that many tasks later allocates nothing.
+local function reserve_cells(self, n)
+  local queue, last = self.queue, self.qlast
+  for k = last + 1, last + n do
+    if queue[k] == nil then queue[k] = false end
   end
-  slots.release_owned(self, task)
-  local joiners = task.joiners
-  if joiners then joiners:broadcast() end
 end
+M.reserve_cells = reserve_cells
 
 -- Closes the pending to-be-closed variables of a suspended coroutine, or
 -- of one that died by an error (Lua 5.4 keeps them open until then).
@@ -76,168 +186,151 @@ local function close_co(co)
   return true
 end
 
--- A task failed with err: recorded, with its traceback, for on_error or run.
-local function task_failed(self, task, err, trace)
-  task_ended(self, task, "failed", err)
-  self.err = err
-  self.trace = trace
-  common.failed(self, task)
-end
-
------------------------------------------------------------------- waiting
-
--- The wait task is in ends: its slot side, timer and queue entry go.
-local function stop_wait(self, task)
-  local kind = task.wait
-  if kind == "fd" then
-    local s = task.wslot
-    if task.wdir == "r" then
-      if s.reader == task then s.reader = false end
-    elseif s.writer == task then
-      s.writer = false
-    end
-    task.wslot = false
-  elseif kind == "cond" then
-    task.wtarget:forget(task)
-    task.wtarget = false
-  end
+-- task leaves the loop's books with outcome and value (its results, or
+-- its error and trace): its slots released, its joiners woken, then the
+-- books, then a failure reported. Every step before the books can be done
+-- again (the next round finishes an interrupted end); the books are
+-- fields only; the report's call is reserved.
+local function finish_task(self, task, outcome, value, trace)
+  local joiners = task.joiners
+  if joiners then reserve_cells(self, joiners.n) end
+  common.reserve()
+  stop_wait(task)
   local t = task.timer
   if t.hidx then self.heap:remove(t) end
-  t.due = false
-  task.wait = false
-end
-M.stop_wait = stop_wait
-
--- Undoes what begin_wait did before it failed.
-local function undo_wait(self, task)
-  local t = task.timer
-  if t.hidx then self.heap:remove(t) end
-  local kind = task.req
-  if kind == "fd" then
-    local s = self.slots[task.req_fd]
-    if s and s.reg == 0 and not s.reader and not s.writer then self.slots[task.req_fd] = nil end
-  elseif kind == "cond" then
-    local c = task.req_target
-    if c.last > 0 and c.q[c.last] == task and task.wticket == c.last then c:forget(task) end
+  slots.release_owned(self, task)
+  if joiners then joiners:broadcast() end
+  -- The books.
+  if task.queued or task.state == "queued" then self.nqueued = self.nqueued - 1 end
+  task.state, task.outcome, task.results = "dead", outcome, value
+  task.args, task.req, task.pending, task.queued = false, false, false, false
+  local tasks = self.tasks
+  if tasks[task.co] == task then
+    tasks[task.co] = nil
+    self.ntasks = self.ntasks - 1
+  end
+  if self.current == task then self.current = false end
+  if outcome == "failed" then
+    self.err, self.trace = value, trace
+    common.failed(self, task)
   end
 end
+------------------------------------------------------------------ running
 
--- Carries out task's request. Returns true, or nil, message and errno
--- name when the kernel refuses the descriptor (nothing is then left of
--- the request). Everything that can allocate comes before the first
--- change that counts; see undo_wait for a memory error.
-local function begin_wait(self, task)
-  local kind, deadline = task.req, task.req_deadline
-  local s, reading
-  if kind == "fd" then
-    local fd = task.req_fd
-    s = slots.get(self, fd, task.req_obj)
-    if task.held[fd] ~= s then task.held[fd] = s end
-    reading = task.req_dir == "r"
-  elseif kind == "cond" then
-    task.req_target:enqueue(task)
-  end
-  if deadline then self.heap:push(task.timer, deadline) end
-  if s then
-    local ok, why, errname = slots.arm(self, s, reading and IN or OUT)
-    if not ok then
-      undo_wait(self, task)
-      return nil, why, errname
-    end
-    -- Nothing below allocates.
-    if reading then s.reader = task else s.writer = task end
-    s.owner, s.obj = task, task.req_obj
-    task.wslot, task.wdir = s, task.req_dir
-  elseif kind == "cond" then
-    task.wtarget = task.req_target
-  end
-  task.wait, task.state, task.round = kind, "waiting", self.round
-  task.req_obj, task.req_target = false, false
-  self.nwaits = self.nwaits + 1
-  return true
-end
-
--- What a resume of task came to (co_resume's results): a wait to carry
--- out (a refused one resumes the task again, a tail call), or its end.
-local function settle(self, task, ok, ...)
-  local co, v = task.co, ...
-  if ok and rawequal(v, WAIT) and not self.closed and co_status(co) == "suspended" then
-    local done, waiting, why, errname = pcall(begin_wait, self, task)
-    if done and waiting then
+-- Runs self.current, the task the loop resumes now, until it waits again
+-- or ends. Each pass looks at where the task is, never at where this
+-- function was, so a run that a memory error cut short is finished by
+-- calling it again (the next round does, first):
+--   - pending: the coroutine has not run since the loop decided to resume
+--     it with wv1, wv2, wv3 (the task clears pending first thing when it
+--     runs): it is resumed;
+--   - suspended with its wait begun: done;
+--   - suspended with a request (req): the wait begins, or is refused and
+--     the task resumed with FAIL and the reason;
+--   - suspended with req "end": it was cancelled, or its loop closed;
+--   - suspended otherwise: a stray yield, the task fails;
+--   - dead: it returned (its results are kept by the coroutine's own
+--     function, body) or failed (the error noted as resume returned it).
+local function run_current(self)
+  local task = self.current
+  local co = task.co
+  while true do
+    local status = co_status(co)
+    if self.closed then
+      -- Closed meanwhile: the task ends where it is.
+      if status == "suspended" then close_co(co) end
       self.current = false
       return
     end
-    if not done then -- a memory error: waiting is it
-      undo_wait(self, task)
-      why, errname = waiting, false
-    end
-    task.req_obj, task.req_target = false, false
-    return settle(self, task, co_resume(co, FAIL, why, errname))
-  end
-  self.current = false
-  if self.closed then
-    -- Closed meanwhile: the task ends where it is.
-    close_co(co)
-    return
-  end
-  if ok and co_status(co) == "suspended" then
-    if rawequal(v, END) then -- cancelled while it ran
-      local closed, err = close_co(co)
-      if closed then
-        task_ended(self, task, "cancelled", false)
+    if status == "suspended" and task.pending then
+      task.state, task.rset = "running", false
+      local ok, v = co_resume(co, task.wv1, task.wv2, task.wv3)
+      if not ok then task.rv, task.rset = v, true end
+      task.pending, task.wv1, task.wv2, task.wv3 = false, false, false, false
+    elseif status == "suspended" then
+      local req = task.req
+      if task.wait then
+        self.current = false
+        return
+      elseif req == "end" then
+        local closed, err = close_co(co)
+        if closed then
+          finish_task(self, task, "cancelled", false)
+        else
+          finish_task(self, task, "failed", err, describe(task) .. ": " .. common.errtext(err))
+        end
+        return
+      elseif req then
+        local done, waiting, why, errname = pcall(begin_wait, self, task)
+        if done and waiting then
+          self.current = false
+          return
+        end
+        if not done then why, errname = waiting, false end -- a memory error
+        task.req, task.req_obj, task.req_target = false, false, false
+        task.wv1, task.wv2, task.wv3, task.pending = FAIL, why, errname or false, true
       else
-        task_failed(self, task, err, describe(task) .. ": " .. common.errtext(err))
+        local err = format("%s yielded to the loop outside its waits", describe(task))
+        if not task.trace then task.trace = traceback(co, describe(task) .. ": " .. err) end
+        close_co(co)
+        finish_task(self, task, "failed", err, task.trace)
+        return
       end
+    elseif task.results then
+      finish_task(self, task, "returned", task.results)
+      return
+    else
+      local err = MEMERR -- when the error was lost with the resume's results
+      if task.rset then err = task.rv end
+      if not task.trace then task.trace = traceback(co, describe(task) .. ": " .. common.errtext(err)) end
+      close_co(co) -- its to-be-closed variables; an error there is lost to err's
+      finish_task(self, task, "failed", err, task.trace)
       return
     end
-    ok, v = false, format("%s yielded to the loop outside its waits", describe(task))
   end
-  if ok then
-    task_ended(self, task, "returned", { n = select("#", ...), ... })
-    return
-  end
-  local trace = traceback(co, describe(task) .. ": " .. common.errtext(v))
-  close_co(co) -- its to-be-closed variables; an error there is lost to v's
-  task_failed(self, task, v, trace)
 end
+M.run_current = run_current
 
--- Runs task until it waits again, ends or fails.
-local function resume(self, task, ...)
-  task.state = "running"
+-- task, whose wait just ended, is resumed now with v1, v2.
+local function run_now(self, task, v1, v2)
+  task.state, task.pending, task.wv1, task.wv2 = "running", true, v1, v2
   self.current = task
-  return settle(self, task, co_resume(task.co, ...))
+  run_current(self)
 end
-M.resume = resume
 
 -- A task's descriptor is ready.
 function M.wake_fd(self, task)
-  stop_wait(self, task)
-  resume(self, task, true)
+  stop_wait(task)
+  run_now(self, task, true, false)
 end
 
--- A task's timer is due: its sleep is over, or its wait timed out.
-function M.task_timer(self, task)
+-- A task's timer is due: its sleep is over, or its wait timed out. The
+-- due list's entry i is taken once the wait has ended.
+function M.task_timer(self, task, i)
   local kind = task.wait
-  stop_wait(self, task)
+  stop_wait(task)
+  self.dpos = i + 1
   if kind == "sleep" then
-    resume(self, task, true)
+    run_now(self, task, true, false)
   else
-    resume(self, task, nil, "timeout")
+    run_now(self, task, false, "timeout")
   end
 end
 
 -- Ends task's wait now and queues it to be resumed with v1, v2 in the next
--- round's run queue. The queue's cell is taken before anything changes.
+-- round's run queue. The queue's cell is made before anything changes.
 function M.wake_later(self, task, v1, v2)
   local k = self.qlast + 1
+  if self.queue[k] == nil then self.queue[k] = false end
+  stop_wait(task)
   self.queue[k] = task
-  stop_wait(self, task)
   task.queued, task.wv1, task.wv2 = true, v1, v2
   self.qlast, self.nqueued = k, self.nqueued + 1
 end
 
 -- Step 2 of a round: the tasks queued before it started, in order: new
--- tasks start, woken ones are resumed.
+-- tasks start, woken ones are resumed. A cell is taken as its task becomes
+-- the current one (fields only: nothing in between can fail).
 function M.run_queue(self)
   local queue, last = self.queue, self.qlast
   while self.qfirst <= last and not self.failed and not self.closed do
@@ -245,17 +338,11 @@ function M.run_queue(self)
     local task = queue[i]
     queue[i] = false
     self.qfirst = i + 1
-    if task.state == "queued" then
-      local args = task.args
-      task.args = false
+    if task.state == "queued" or task.queued then
       self.nqueued = self.nqueued - 1
-      resume(self, task, unpack(args, 1, args.n))
-    elseif task.queued then
-      task.queued = false
-      self.nqueued = self.nqueued - 1
-      local v1, v2 = task.wv1, task.wv2
-      task.wv1, task.wv2 = false, false
-      resume(self, task, v1 or nil, v2 or nil)
+      task.queued, task.state, task.pending = false, "running", true
+      self.current = task
+      run_current(self)
     end
   end
   -- What is left (tasks queued while this ran) moves to the front, so the
@@ -286,29 +373,36 @@ local function this_task(self, name, level)
   if not task or task.state ~= "running" then
     error(format("%s must be called from a task of this loop (see spawn)", name), level + 1)
   end
-  if task.cancelled then co_yield(END) end
+  if task.cancelled then
+    task.req = "end"
+    co_yield(END)
+  end
   return task
 end
 M.this_task = this_task
 
 -- Where coroutine.isyieldable tells (5.3+, LuaJIT), a wait that cannot
 -- yield is refused in our words; elsewhere the yield's own error says so.
-local function check_yieldable(name, level)
+local function check_yieldable(task, name, level)
   if co_isyieldable and not co_isyieldable() then
+    task.req = false
     error(format("%s cannot wait here: the task would yield across a C-call boundary", name), level + 1)
   end
 end
 
--- Yields the running task's request (its req fields are set) and returns what the wait
--- returns; a refusal is raised at `level`.
-local function request(name, level)
-  check_yieldable(name, level + 1)
+-- Yields task's request (its req fields are set) and returns what the wait
+-- returns (false from the loop stands for nil); a refusal is raised at
+-- `level`.
+local function request(task, name, level)
+  check_yieldable(task, name, level + 1)
   local a, b, c = co_yield(WAIT)
+  task.pending = false
   if rawequal(a, FAIL) then
     -- The kernel's refusal, at the caller's line; a memory error as it is.
     error(b, c and level + 1 or 0)
   end
-  return a, b
+  if a then return a end
+  return nil, b or nil
 end
 M.request = request
 
@@ -341,7 +435,7 @@ local function wait_fd(self, obj, timeout, reading, name)
   if reading and dirty(obj) then return true end
   task.req, task.req_fd, task.req_obj, task.req_dir, task.req_deadline =
     "fd", fd, obj, reading and "r" or "w", deadline
-  local ok, why = request(name, 3) -- not a tail call: levels count wait_fd
+  local ok, why = request(task, name, 3) -- not a tail call: levels count wait_fd
   return ok, why
 end
 
@@ -352,7 +446,7 @@ function M.spawn(self, fn, ...)
     common.argerror(1, "spawn", "function expected, got " .. (fn == nil and "no value" or type(fn)), 2)
   end
   local id = self.task_ids + 1
-  local co = co_create(fn)
+  local co = co_create(body)
   local task = setmetatable({
     kind = "task", loop = self, id = id, fn = fn, co = co, state = "queued",
     args = { n = select("#", ...), ... }, round = 0,
@@ -361,10 +455,13 @@ function M.spawn(self, fn, ...)
     req_target = false,
     wait = false, wslot = false, wdir = false, wtarget = false, wticket = 0,
     timer = false, held = {},
-    queued = false, wv1 = false, wv2 = false, cancelled = false,
+    queued = false, cancelled = false,
+    -- the loop's next resume of it (see run_current), and what came of one
+    pending = true, wv1 = false, wv2 = false, wv3 = false, rv = false, rset = false, trace = false,
     outcome = false, results = false, joiners = false,
   }, Task)
-  task.timer = heap_mod.entry({ task = task, due = false })
+  task.wv1 = task
+  task.timer = heap_mod.entry({ task = task, armed = false, due = false })
   -- The queue's cell, then the task list: a memory error leaves neither.
   local k = self.qlast + 1
   self.queue[k] = task
@@ -391,7 +488,7 @@ function M.sleep(self, seconds)
   local task = this_task(self, "sleep", 2)
   seconds = common.check_seconds(seconds, 1, "sleep", "seconds", 2)
   task.req, task.req_deadline = "sleep", self.clock() + seconds
-  local ok = request("sleep", 2)
+  local ok = request(task, "sleep", 2)
   return ok
 end
 
@@ -401,7 +498,9 @@ function Task:status()
   return self.state
 end
 
--- Ends the task at its current or next wait.
+-- Ends the task at its current or next wait. A task that waits or is
+-- queued ends now: first in the loop's books (finish_task, which cannot
+-- stop halfway), then its to-be-closed variables are closed.
 function Task:cancel()
   local state = self.state
   if state == "dead" then return false end
@@ -410,19 +509,17 @@ function Task:cancel()
     return true
   end
   local l = self.loop
-  if self.wait then stop_wait(l, self) end
-  if self.queued or state == "queued" then l.nqueued = l.nqueued - 1 end
-  self.queued = false
+  finish_task(l, self, "cancelled", false)
   local closed, err = close_co(self.co)
   if not closed then
-    task_failed(l, self, err, describe(self) .. ": " .. common.errtext(err))
+    self.outcome, self.results = "failed", err
+    l.err, l.trace = err, describe(self) .. ": " .. common.errtext(err)
+    common.failed(l, self)
     if l.failed and not l.running then
       l.failed, l.err = false, false
       error(err, 0)
     end
-    return true
   end
-  task_ended(l, self, "cancelled", false)
   return true
 end
 
@@ -436,7 +533,7 @@ function Task:join(timeout)
   if self.state ~= "dead" then
     if not self.joiners then self.joiners = l:condition() end
     me.req, me.req_target, me.req_deadline = "cond", self.joiners, deadline
-    local ok, why = request("join", 2)
+    local ok, why = request(me, "join", 2)
     if not ok then return nil, why end
   end
   local outcome, results = self.outcome, self.results

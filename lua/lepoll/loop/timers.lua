@@ -45,29 +45,44 @@ end
 
 -- Repeating timers move on from their deadline; when that is more than a
 -- period in the past, to the last tick not after now (missed ticks skipped).
+-- A frame larger than a C function's minimum stack: called just before
+-- xpcall, it makes the CallInfo and stack that xpcall's call takes.
+local function reserve_call()
+  -- luacheck: ignore 211
+  local a1, a2, a3, a4, a5, a6, a7, a8, a9, a10, a11, a12, a13, a14, a15, a16
+  local b1, b2, b3, b4, b5, b6, b7, b8, b9, b10, b11, b12, b13, b14, b15, b16
+end
+
 local function next_deadline(deadline, every, now)
   local nd = deadline + every
   if now - nd >= every then nd = nd + every * floor((now - nd) / every) end
   return nd
 end
 
--- Takes the entries due by now out of the heap onto the due list.
+-- Takes the entries due by now out of the heap onto the due list; the
+-- disarmed entries of tasks' ended waits go.
 local function collect_due(self, now)
   local heap, due = self.heap, self.due
   while heap.n > 0 do
     local t = heap[1]
     if t.deadline > now then break end
-    local k = self.ndue + 1
-    due[k] = t -- may allocate: before anything changes
-    heap:remove(t)
-    t.due = true
-    self.ndue = k
+    if t.task and not t.armed then
+      heap:remove(t)
+    else
+      local k = self.ndue + 1
+      due[k] = t -- may allocate: before anything changes
+      heap:remove(t)
+      t.due = true
+      self.ndue = k
+    end
   end
 end
 
--- Runs the due list: timer callbacks, and task_timer(self, task) for the
--- timers of waiting tasks. An entry stopped (or restarted) meanwhile has
--- lost its due mark and is passed over.
+-- Runs the due list: timer callbacks, and task_timer(self, task, i) for
+-- the timers of waiting tasks (it takes entry i). An entry stopped (or
+-- restarted) meanwhile has lost its due mark and is passed over. A timer's
+-- callback is called once its entry is taken: the xpcall is reserved
+-- before, so that nothing between can fail.
 local function run_due(self, task_timer, now)
   local due = self.due
   while self.dpos <= self.ndue and not self.failed and not self.closed do
@@ -76,16 +91,12 @@ local function run_due(self, task_timer, now)
     if not t.due then
       self.dpos = i + 1
     elseif t.task then
-      t.due = false
-      self.dpos = i + 1
-      task_timer(self, t.task)
+      task_timer(self, t.task, i)
     else
       local every = t.every
-      if every then
-        self.heap:push(t, next_deadline(t.deadline, every, now))
-      else
-        self.ntimers = self.ntimers - 1
-      end
+      reserve_call()
+      if every then self.heap:push(t, next_deadline(t.deadline, every, now)) end
+      if not every then self.ntimers = self.ntimers - 1 end
       t.due = false
       self.dpos = i + 1
       self.cur = t
@@ -100,6 +111,18 @@ local function run_due(self, task_timer, now)
   end
 end
 M.run_due = run_due
+
+-- The nearest deadline, or nil when there is none; the disarmed entries
+-- of tasks' ended waits on top of the heap go first.
+function M.first_deadline(self)
+  local heap = self.heap
+  while heap.n > 0 do
+    local t = heap[1]
+    if not t.task or t.armed then return t.deadline end
+    heap:remove(t)
+  end
+  return nil
+end
 
 -- Step 5 of a round: the entries due at its start.
 function M.run_timers(self, task_timer)

@@ -26,7 +26,10 @@ local function attach_body(self, w)
   self.watchers[fd] = w
   local ep = self.ep
   local idle = slots.idle(self, fd)
-  if idle and idle.reg ~= 0 and lepoll.has(flags, EXCLUSIVE) then
+  local exclusive = idle and idle.reg ~= 0 and lepoll.has(flags, EXCLUSIVE)
+  -- Removing comes before adding: the add's call is reserved.
+  if exclusive then common.reserve() end
+  if exclusive then
     self.nctl = self.nctl + 1
     ep:try_remove(fd)
     idle.reg = 0
@@ -75,13 +78,14 @@ end
 function Watcher:stop()
   if not self.active then return end
   local l = self.loop
+  -- Fails only when the descriptor was closed before: the kernel has
+  -- already forgotten it, and the set's entry is dropped either way. The
+  -- call first: what follows changes fields only.
+  l.ep:try_remove(self.fd)
   self.active = false
   l.watchers[self.fd] = nil
   l.nwatchers = l.nwatchers - 1
   l.nctl = l.nctl + 1
-  -- Fails only when the descriptor was closed before: the kernel has
-  -- already forgotten it, and the set's entry is dropped either way.
-  l.ep:try_remove(self.fd)
 end
 
 function Watcher:start()
