@@ -89,6 +89,22 @@ local wake_fd, task_timer = tasks.wake_fd, tasks.task_timer
 local READ_EVENTS = toflags("in|pri|err|hup|rdhup")
 local WRITE_EVENTS = toflags("out|err|hup")
 
+-- Which of the two an event's flags wake, for the flags an event on a
+-- slot can have (IN, OUT and what the kernel adds): looked up, not
+-- computed, per event. Other flags are computed.
+local READS, WRITES = {}, {}
+do
+  local bits = { lepoll.IN, lepoll.OUT, toflags("pri"), toflags("err"), toflags("hup"), toflags("rdhup") }
+  for mask = 0, 2 ^ #bits - 1 do
+    local flags, m = 0, mask
+    for i = 1, #bits do
+      if m % 2 == 1 then flags = flags + bits[i] end
+      m = (m - m % 2) / 2
+    end
+    READS[flags], WRITES[flags] = has(flags, READ_EVENTS), has(flags, WRITE_EVENTS)
+  end
+end
+
 local MODES = { default = true, once = true, nowait = true }
 
 -- What the runner yields when a run is over.
@@ -113,7 +129,8 @@ Loop.__index = Loop
 -- for are resumed; a direction nobody waits for narrows the registration.
 local function dispatch_slot(self, s, flags, round)
   local r, w = s.reader, s.writer
-  local to_r, to_w = has(flags, READ_EVENTS), has(flags, WRITE_EVENTS)
+  local to_r, to_w = READS[flags], WRITES[flags]
+  if to_r == nil then to_r, to_w = has(flags, READ_EVENTS), has(flags, WRITE_EVENTS) end
   local unwanted = (to_r and not r) or (to_w and not w)
   if r and to_r and r.round ~= round then wake_fd(self, r) end
   if w and to_w and w.round ~= round and s.writer == w and not self.failed and not self.closed then

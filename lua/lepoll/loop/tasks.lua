@@ -433,6 +433,24 @@ local function wait_fd(self, obj, timeout, reading, name)
     error(format("fd %d already has a task waiting to %s", fd, reading and "read" or "write"), 3)
   end
   if reading and dirty(obj) then return true end
+  -- The steady state: the descriptor is registered for this direction, as
+  -- obj, in a slot this task holds, and there is no timeout. Beginning
+  -- the wait is then field assignments only (nothing to allocate, nothing
+  -- to fail), so the task makes them itself once it knows it can yield,
+  -- and the loop finds the wait begun (run_current).
+  if s and not deadline and co_isyieldable and rawequal(s.obj, obj) and task.held[fd] == s then
+    local reg, bit = s.reg, reading and IN or OUT
+    if (reg == bit or reg == IN + OUT) and co_isyieldable() then
+      if reading then s.reader, task.wdir = task, "r" else s.writer, task.wdir = task, "w" end
+      s.owner, task.wslot = task, s
+      task.wait, task.state, task.round = "fd", "waiting", self.round
+      self.nwaits = self.nwaits + 1
+      local a, b = co_yield(WAIT)
+      task.pending = false
+      if a then return a end
+      return nil, b or nil
+    end
+  end
   task.req, task.req_fd, task.req_obj, task.req_dir, task.req_deadline =
     "fd", fd, obj, reading and "r" or "w", deadline
   local ok, why = request(task, name, 3) -- not a tail call: levels count wait_fd
