@@ -151,6 +151,38 @@ describe("lepoll.loop tasks", function()
       assert.are.same({ true, true, true }, results)
     end)
 
+    it("asks an object for its descriptor at every wait: a new number, or a new getfd, is followed", function()
+      local l = new_loop()
+      local r1, w1 = pipe()
+      local r2, w2 = pipe()
+      local fd, calls = r1, 0
+      local obj = {}
+      function obj.getfd() calls = calls + 1; return fd end
+      local log = {}
+      l:spawn(function()
+        log[#log + 1] = l:readable(obj) and T.read(r1) -- registers r1
+        log[#log + 1] = l:readable(obj) and T.read(r1) -- the same number again
+        fd = r2
+        log[#log + 1] = l:readable(obj) and T.read(r2) -- followed to r2
+        obj.getfd = function() return r1 end
+        log[#log + 1] = l:readable(obj) and T.read(r1) -- the new method asked
+        obj.getfd = function() return "x" end
+        local ok, err = pcall(l.readable, l, obj)
+        log[#log + 1] = not ok and err:match("getfd returned string") ~= nil
+      end)
+      T.write(w1, "a")
+      assert.is_true(l:run("nowait"))
+      T.write(w1, "b")
+      assert.is_true(l:run("nowait"))
+      T.write(w2, "c")
+      assert.is_true(l:run("nowait"))
+      T.write(w1, "d")
+      assert.is_false(l:run())
+      assert.are.same({ "a", "b", "c", "d", true }, log)
+      assert.is_true(calls >= 3)
+      l:invariant()
+    end)
+
     it("returns nil, \"timeout\" once the timeout passed, and leaves the set", function()
       local l = new_loop()
       local r = pipe()

@@ -36,6 +36,7 @@ local co_create, co_resume, co_yield = coroutine.create, coroutine.resume, corou
 local co_status, co_running, co_close = coroutine.status, coroutine.running, coroutine.close
 local co_isyieldable = coroutine.isyieldable -- Lua 5.3+, LuaJIT 2.1
 local setmetatable, select, type, error, pcall, rawequal = setmetatable, select, type, error, pcall, rawequal
+local io_type = io.type
 local format = string.format
 local traceback = debug.traceback
 -- luacheck: read globals unpack (the fallback: Lua 5.1's and LuaJIT's)
@@ -422,9 +423,28 @@ end
 
 -- Called by readable and writable, two levels above their caller.
 local function wait_fd(self, obj, timeout, reading, name)
-  local task = this_task(self, name, 3)
-  local fd = common.resolve(self, obj, 1, name, 3)
-  local deadline = deadline_of(self, timeout, 2, name, 3)
+  -- this_task's common case first: a running task, not cancelled.
+  local task = self.tasks[co_running()]
+  if not task or task.state ~= "running" or task.cancelled then task = this_task(self, name, 3) end
+  -- The object the task waited on last resolves by its getfd alone, while
+  -- getfd is the same function and returns the same number; anything else
+  -- is resolved by the set (ep:try_tofd).
+  local fd
+  local get = task.fget
+  if get and rawequal(obj, task.fobj) and obj.getfd == get and get(obj) == task.ffd then
+    fd = task.ffd
+  else
+    fd = common.resolve(self, obj, 1, name, 3)
+    local t = type(obj)
+    get = (t == "table" or t == "userdata") and io_type(obj) == nil and obj.getfd
+    if type(get) == "function" then
+      task.fobj, task.fget, task.ffd = obj, get, fd
+    else
+      task.fobj, task.fget, task.ffd = false, false, -1
+    end
+  end
+  local deadline = false
+  if timeout ~= nil then deadline = deadline_of(self, timeout, 2, name, 3) end
   if self.watchers[fd] then
     error(format("fd %d has an I/O watcher: a task cannot wait on it", fd), 3)
   end
@@ -473,6 +493,7 @@ function M.spawn(self, fn, ...)
     req_target = false,
     wait = false, wslot = false, wdir = false, wtarget = false, wticket = 0,
     timer = false, held = {},
+    fobj = false, fget = false, ffd = -1, -- the object wait_fd resolved last
     queued = false, cancelled = false,
     -- the loop's next resume of it (see run_current), and what came of one
     pending = true, wv1 = false, wv2 = false, wv3 = false, rv = false, rset = false, trace = false,
