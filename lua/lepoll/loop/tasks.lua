@@ -248,6 +248,10 @@ local function run_current(self)
       local ok, v = co_resume(co, task.wv1, task.wv2, task.wv3)
       if not ok then task.rv, task.rset = v, true end
       task.pending, task.wv1, task.wv2, task.wv3 = false, false, false, false
+      if task.wait and not self.closed then -- the common case: a wait begun in the task
+        self.current = false
+        return
+      end
     elseif status == "suspended" then
       local req = task.req
       if task.wait then
@@ -299,10 +303,21 @@ local function run_now(self, task, v1, v2)
   run_current(self)
 end
 
--- A task's descriptor is ready.
+-- A task's descriptor is ready: stop_wait's and run_now's work for a
+-- descriptor's wait, written out (once per event).
 function M.wake_fd(self, task)
-  stop_wait(task)
-  run_now(self, task, true, false)
+  local s = task.wslot
+  if task.wdir == "r" then
+    if s.reader == task then s.reader = false end
+  elseif s.writer == task then
+    s.writer = false
+  end
+  local t = task.timer
+  t.armed, t.due = false, false
+  task.wslot, task.wait = false, false
+  task.state, task.pending, task.wv1, task.wv2 = "running", true, true, false
+  self.current = task
+  run_current(self)
 end
 
 -- A task's timer is due: its sleep is over, or its wait timed out. The
@@ -429,10 +444,10 @@ local function wait_fd(self, obj, timeout, reading, name)
   -- The object the task waited on last resolves by its getfd alone, while
   -- getfd is the same function and returns the same number; anything else
   -- is resolved by the set (ep:try_tofd).
-  local fd
+  local fd, known
   local get = task.fget
   if get and rawequal(obj, task.fobj) and obj.getfd == get and get(obj) == task.ffd then
-    fd = task.ffd
+    fd, known = task.ffd, true
   else
     fd = common.resolve(self, obj, 1, name, 3)
     local t = type(obj)
@@ -452,7 +467,14 @@ local function wait_fd(self, obj, timeout, reading, name)
   if s and (reading and s.reader or not reading and s.writer) then
     error(format("fd %d already has a task waiting to %s", fd, reading and "read" or "write"), 3)
   end
-  if reading and dirty(obj) then return true end
+  if reading then
+    if known then -- a table or userdata: dirty's work, written out
+      local d = obj.dirty
+      if d ~= nil and d(obj) then return true end
+    elseif dirty(obj) then
+      return true
+    end
+  end
   -- The steady state: the descriptor is registered for this direction, as
   -- obj, in a slot this task holds, and there is no timeout. Beginning
   -- the wait is then field assignments only (nothing to allocate, nothing
