@@ -317,6 +317,16 @@ function M.wake_fd(self, task)
   task.wslot, task.wait = false, false
   task.state, task.pending, task.wv1, task.wv2 = "running", true, true, false
   self.current = task
+  -- run_current's first pass, for the common case: resumed, the task
+  -- begins its next wait itself.
+  task.rset = false
+  local ok, v = co_resume(task.co, true)
+  if not ok then task.rv, task.rset = v, true end
+  task.pending, task.wv1 = false, false
+  if task.wait and not self.closed then
+    self.current = false
+    return
+  end
   run_current(self)
 end
 
