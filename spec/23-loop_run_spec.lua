@@ -563,6 +563,29 @@ describe("lepoll.loop callbacks that yield", function()
     watcher:stop()
     l:invariant()
   end)
+
+  it("leave nothing alive behind when the last timer's callback yields: run returns false at once", function()
+    local t = 100
+    local l = loop.new({ clock = function() return t end })
+    finally(function() l:close() end)
+    local calls = 0
+    l:timer(1, function()
+      calls = calls + 1
+      coroutine.yield("escape")
+    end)
+    t = 102
+    local co = coroutine.create(function() return pcall(l.run, l, "once") end)
+    assert.is_true((coroutine.resume(co)))
+    assert.are.equal(1, calls)
+    -- the due timer was taken; nothing is left: a step does not wait (the
+    -- step's limit only bounds this spec when that fails)
+    local t0 = lepoll.now()
+    assert.is_false(l:step(1))
+    assert.is_true(lepoll.now() - t0 < 0.5)
+    assert.is_false(l:run())
+    assert.are.same({ 0, 0, 0 }, { l:stats().watchers, l:stats().timers, l:stats().tasks })
+    l:invariant()
+  end)
 end)
 
 describe("lepoll.loop step, timeout and stats", function()

@@ -171,7 +171,7 @@ local function dispatch_io(self)
 end
 
 local function alive(self)
-  return not self.closed and (self.nwatchers > 0 or self.ntimers > 0 or self.ndue > 0 or self.ntasks > 0)
+  return not self.closed and (self.nwatchers > 0 or self.ntimers > 0 or self.dpos <= self.ndue or self.ntasks > 0)
 end
 
 -- Whether a task is to be started or resumed: one in the run queue
