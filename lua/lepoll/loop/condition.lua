@@ -73,7 +73,7 @@ function Condition:signal()
   while self.first <= self.last do
     local i = self.first
     local task = q[i]
-    if task and task.wait == "cond" and task.wtarget == self and task.wticket == i then
+    if live(self, task, i) then
       -- wake_later ends the wait (first moves past i) and queues the task.
       tasks.wake_later(l, task, true, false)
       return true
