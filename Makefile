@@ -65,7 +65,9 @@ WARN := -Wall -Wextra -Wpedantic -Wmissing-prototypes -Wstrict-prototypes \
 # Recursive on purpose: pkg-config is asked only after ensure-deps ran.
 LUA_CFLAGS = $(if $(LUA_INCDIR),-I$(LUA_INCDIR),$(shell $(PKG_CONFIG) --cflags $(LUA)))
 LUA_LIBS   = $(shell $(PKG_CONFIG) --libs $(LUA))
-ALL_CFLAGS = -std=c99 -fPIC -fvisibility=hidden $(WARN) $(CFLAGS) $(LUA_CFLAGS)
+# The resolver's worker threads (src/core/resolver.c).
+THREAD_FLAGS := -pthread
+ALL_CFLAGS = -std=c99 -fPIC -fvisibility=hidden $(WARN) $(CFLAGS) $(THREAD_FLAGS) $(LUA_CFLAGS)
 
 # valgrind's memcheck, as make valgrind and make test-close run it: any
 # memory error or definite leak fails the run.
@@ -96,7 +98,7 @@ $(1)/obj/%.o: src/%.c $$(HDR) | deps
 	$$(CC) $$(ALL_CFLAGS) $$(INCLUDES) $(2) -c -o $$@ $$<
 
 $(1)/lepoll.so: $$(SRC:src/%.c=$(1)/obj/%.o)
-	$$(CC) $$(LIBFLAG) $(2) -o $$@ $$^
+	$$(CC) $$(LIBFLAG) $(2) -o $$@ $$^ $$(THREAD_FLAGS)
 
 $(1)/liblepoll.a: $$(SRC:src/%.c=$(1)/obj/%.o)
 	rm -f $$@
@@ -108,7 +110,7 @@ $(1)/spec/lepoll_test.so: spec/support/lepoll_test.c src/binding/compat.h | deps
 
 $(1)/core_test: test/c/core_test.c $$(CORE_SRC) $$(CORE_HDR) | deps
 	@mkdir -p $$(dir $$@)
-	$$(CC) -std=c99 $$(WARN) $$(CFLAGS) $(2) $$(INCLUDES) -o $$@ test/c/core_test.c $$(CORE_SRC)
+	$$(CC) -std=c99 $$(WARN) $$(CFLAGS) $(2) $$(INCLUDES) -o $$@ test/c/core_test.c $$(CORE_SRC) $$(THREAD_FLAGS)
 endef
 
 $(eval $(call lepoll_build,$(BUILD),))
@@ -118,7 +120,7 @@ $(eval $(call lepoll_build,$(BUILD),))
 # the others, by $(call host_cc,FLAGS). It sees only the public header:
 # -Isrc, for src/lepoll.h.
 host_cc = $(CC) -std=c99 $(WARN) $(CFLAGS) $(1) $(LUA_CFLAGS) -Isrc -o $@ $< \
-          $(filter %.a,$^) $(LUA_LIBS)
+          $(filter %.a,$^) $(LUA_LIBS) $(THREAD_FLAGS)
 
 # ----------------------------------------------------------------------------
 # The everyday targets.

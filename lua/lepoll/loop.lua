@@ -119,6 +119,7 @@ local Loop = {
   readable = tasks.readable,
   writable = tasks.writable,
   sleep = tasks.sleep,
+  running = tasks.running,
   invariant = invariant,
 }
 Loop.__index = Loop
@@ -244,7 +245,7 @@ local function new_runner(self)
     while true do
       -- Set here, not before the resume: a resume that fails to start
       -- (memory) leaves the loop not running.
-      self.running = true
+      self.in_run = true
       local more = run_rounds(self, mode, limit)
       mode, limit = co_yield(DONE, more)
     end
@@ -253,7 +254,7 @@ end
 
 -- Runs rounds in the runner; what run and step share.
 local function drive(self, mode, limit)
-  if self.running then
+  if self.in_run then
     error("the loop is already running (run called from one of its callbacks or tasks)", 3)
   end
   local runner = self.runner
@@ -264,7 +265,7 @@ local function drive(self, mode, limit)
   self.stopping = false
   local ok, tag, more = co_resume(runner, mode, limit)
   local cur = self.cur
-  self.running, self.stopping, self.cur = false, false, false
+  self.in_run, self.stopping, self.cur = false, false, false
   if not ok then
     self.runner = false
     error(tag, 0)
@@ -320,7 +321,7 @@ function M.new(opts)
     rfd = {}, rfl = {}, nready = 0, rpos = 1, round = 0,
     cur = false, cur_flags = 0,
     current = false,                       -- the task run now (tasks.lua)
-    running = false, stopping = false, closed = false,
+    in_run = false, stopping = false, closed = false,
     runner = false,
     failed = false, err = false, trace = false, htrace = false,
     nrounds = 0, nevents = 0, nwaits = 0, nctl = 0,
@@ -365,7 +366,7 @@ function Loop:step(timeout)
 end
 
 function Loop:stop()
-  if self.running then self.stopping = true end
+  if self.in_run then self.stopping = true end
 end
 
 function Loop:now()
@@ -401,6 +402,29 @@ function Loop:last_traceback()
   return self.trace or nil
 end
 
+-- The network layer above the loop (lua/lepoll/net/: wrapped sockets,
+-- connect, serve, resolve) is loaded on first use, so that the loop itself
+-- never needs LuaSocket. Not tail calls: error levels count these frames.
+function Loop:wrap(sock)
+  local w = require("lepoll.net.socket").wrap(self, sock, 2)
+  return w
+end
+
+function Loop:connect(host, port, timeout)
+  local conn, err = require("lepoll.net.connect").connect(self, host, port, timeout)
+  return conn, err
+end
+
+function Loop:serve(sock, handler, opts)
+  local server = require("lepoll.net.server").serve(self, sock, handler, opts)
+  return server
+end
+
+function Loop:resolve(host, family, timeout)
+  local addresses, err = require("lepoll.net.resolve").resolve(self, host, family, timeout)
+  return addresses, err
+end
+
 function Loop:condition()
   return condition.new(self)
 end
@@ -408,9 +432,9 @@ end
 -- Wakes the tasks waiting on obj's descriptor (their waits return nil,
 -- "closed"), stops a watcher on it, and takes it out of the set: call it
 -- before closing a descriptor the loop may be using. Returns the number of
--- tasks woken.
+-- tasks woken. After close there is nothing left to wake: 0.
 function Loop:closing(obj)
-  check_open(self, 2)
+  if self.closed then return 0 end
   local fd = common.resolve(self, obj, 1, "closing", 2)
   local w = self.watchers[fd]
   if w then w:stop() end

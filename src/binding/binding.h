@@ -8,6 +8,7 @@
  *   ready.c     iter_ready and fold_ready (the busy state, callback errors),
  *               ready_into
  *   tostring.c  tostring(set)
+ *   resolver.c  lepoll.resolver(): host names resolved off the thread
  *   module.c    the module's functions, the C API, luaopen_lepoll
  * Private names start with lepb_.
  */
@@ -95,6 +96,9 @@ extern LEPB_HIDDEN const luaL_Reg lepb_set_methods[];
 extern LEPB_HIDDEN const luaL_Reg lepb_set_metamethods[];
 extern LEPB_HIDDEN const luaL_Reg lepb_ready_methods[];
 LEPB_HIDDEN int lepb_tostring(lua_State *L);
+/* Makes the resolver's metatable and sets module.resolver (the module at
+ * the top). */
+LEPB_HIDDEN void lepb_register_resolver(lua_State *L);
 LEPB_HIDDEN int lepb_iter_ready_protected(lua_State *L);
 LEPB_HIDDEN int lepb_fold_ready_protected(lua_State *L);
 #if LEPOLL_HAVE_TOCLOSE

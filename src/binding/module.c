@@ -229,6 +229,7 @@ LEPOLL_API int luaopen_lepoll(lua_State *L)
 		lua_pushinteger(L, (lua_Integer)constants[i].value);
 		lua_setfield(L, -2, constants[i].name);
 	}
+	lepb_register_resolver(L);
 	lua_pushliteral(L, LEPOLL_VERSION);
 	lua_setfield(L, -2, "_VERSION");
 	return 1;

@@ -9,7 +9,8 @@
  *
  * One job per file: epset.c (the table, epoll_ctl, epoll_wait), check.c
  * (lep_check against /proc/self/fdinfo), names.c (flag and errno names),
- * timeouts.c (seconds to milliseconds, the clock).
+ * timeouts.c (seconds to milliseconds, the clock); resolver.c, with its own
+ * header resolver.h, resolves host names on worker threads.
  */
 #ifndef LEPOLL_CORE_H
 #define LEPOLL_CORE_H

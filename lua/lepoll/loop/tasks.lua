@@ -407,6 +407,15 @@ local function this_task(self, name, level)
 end
 M.this_task = this_task
 
+-- l:running(): the task of this loop whose code runs now (the caller's),
+-- or nil: outside any task, in a coroutine a task resumed, in a task of
+-- another loop. After close, the tasks it ends at their next wait.
+function M.running(self)
+  local task = self.tasks[co_running()]
+  if task and task.state == "running" then return task end
+  return nil
+end
+
 -- Where coroutine.isyieldable tells (5.3+, LuaJIT), a wait that cannot
 -- yield is refused in our words; elsewhere the yield's own error says so.
 local function check_yieldable(task, name, level)
@@ -586,7 +595,7 @@ function Task:cancel()
     self.outcome, self.results = "failed", err
     l.err, l.trace = err, describe(self) .. ": " .. common.errtext(err)
     common.failed(l, self)
-    if l.failed and not l.running then
+    if l.failed and not l.in_run then
       l.failed, l.err = false, false
       error(err, 0)
     end

@@ -1,0 +1,316 @@
+-- lepoll.net.socket: wrapped sockets. A LuaSocket TCP or UDP object, or a
+-- LuaSec connection, whose calls, made in a task of a lepoll.loop, read
+-- like LuaSocket's blocking calls while the rest of the loop runs.
+--
+-- The object underneath is kept non-blocking (timeout 0); each method
+-- calls it, and where LuaSocket would block (it answers "timeout", or
+-- LuaSec "wantread"/"wantwrite"), the task waits in l:readable or
+-- l:writable and calls again. The wrapped object's own timeouts
+-- (settimeout) limit those waits, and an operation that runs out of time
+-- returns what LuaSocket returns then: nil, "timeout" and the partial
+-- result. Every other method of the object underneath is passed through.
+--
+-- Uses the loop's public functions only (running, readable, writable,
+-- closing, now).
+local M = {}
+
+local resolve = require "lepoll.net.resolve"
+local tls = require "lepoll.net.tls"
+
+local error, type, tostring, setmetatable, getmetatable, rawget =
+  error, type, tostring, setmetatable, getmetatable, rawget
+local concat = table.concat
+local format = string.format
+
+local Wrapped = {}
+local MT = { __name = "lepoll.wrapped" }
+
+-- Names of methods of the object underneath: a forwarding function each,
+-- made once per name (bounded by the methods LuaSocket and LuaSec have).
+local forwarders = {}
+
+function MT.__index(self, key)
+  local m = Wrapped[key]
+  if m ~= nil then return m end
+  local f = forwarders[key]
+  if f then return f end
+  local sock = rawget(self, "sock")
+  if type(key) ~= "string" or type(sock[key]) ~= "function" then return nil end
+  f = function(w, ...)
+    local s = w.sock
+    return s[key](s, ...)
+  end
+  forwarders[key] = f
+  return f
+end
+
+function MT.__tostring(self)
+  return "wrapped " .. tostring(self.sock)
+end
+
+-- A wrapped object closes the object underneath when it goes out of
+-- scope (5.4's <close>), as the object itself would.
+function MT.__close(self)
+  self:close()
+end
+
+-- The error for a call outside the loop's tasks: only a task can wait.
+-- level: the caller's, counted from here.
+local function outside(name, level)
+  error(format("%s must be called from a task of the loop (see spawn): a wrapped socket waits as a blocking one does",
+    name), level or 3)
+end
+
+-- The limit of the next wait of an operation that began at `start` (nil
+-- when there is no total timeout): the block timeout for each wait, the
+-- total timeout for the whole call, whichever ends first; nil, no limit.
+local function wait_limit(self, start)
+  local block, total = self.block, self.total
+  if not total then return block end
+  local left = start + total - self.loop:now()
+  if block and block < left then return block end
+  return left
+end
+
+-- Waits until the object underneath is readable (reading) or writable.
+-- -> true, or nil and "timeout" or "closed".
+local function wait(self, reading, start)
+  local limit = self.block
+  if self.total then limit = wait_limit(self, start) end
+  if limit and limit <= 0 then return nil, "timeout" end
+  if reading then return self.loop:readable(self.sock, limit) end
+  return self.loop:writable(self.sock, limit)
+end
+M.wait = wait
+
+-- The retry answers: LuaSocket's "timeout" and LuaSec's "wantread" wait
+-- to read (a TLS write may need to read first), "wantwrite" to write.
+local READ_AGAIN = { timeout = true, wantread = true }
+local AGAIN = { timeout = true, wantread = true, wantwrite = true }
+
+local PATTERNS = { l = "*l", a = "*a" } -- Lua 5.4 io's names, as LuaSocket's
+
+-- receive([pattern [, prefix]]): LuaSocket's patterns ("*l", "*a", a byte
+-- count; "l", "a" too) and prefix. -> the data, or nil, the error and the
+-- partial result ("timeout" or "closed" included).
+function Wrapped:receive(pattern, prefix)
+  local l = self.loop
+  if not l:running() then outside("receive") end
+  pattern = PATTERNS[pattern] or pattern
+  local sock = self.sock
+  local start = self.total and l:now()
+  local count = type(pattern) == "number" and pattern
+  -- What the earlier calls gave, kept in pieces rather than passed back as
+  -- the next prefix (which would copy it again each time): `first` alone,
+  -- or all of them in `more`; `have` bytes in all.
+  local first, more, have = nil, nil, 0
+  local pat, part = pattern, prefix
+  while true do
+    local data, err, partial = sock:receive(pat, part)
+    if data then
+      if not first then return data, err, partial end
+      if more then
+        more[#more + 1] = data
+        return concat(more), nil, nil
+      end
+      return first .. data, nil, nil
+    end
+    if partial and partial ~= "" then
+      if not first then
+        first = partial
+      elseif more then
+        more[#more + 1] = partial
+      else
+        more = { first, partial }
+      end
+      have = have + #partial
+    end
+    if not AGAIN[err] then
+      return nil, err, more and concat(more) or first or partial
+    end
+    part = nil
+    if count then pat = count - have end
+    local ok, why = wait(self, READ_AGAIN[err], start)
+    if not ok then return nil, why, more and concat(more) or first or "" end
+  end
+end
+
+-- send(data [, i [, j]]): all of data[i..j]. -> the index of the last
+-- byte sent, or nil, the error and the index of the last byte sent.
+function Wrapped:send(data, i, j)
+  local l = self.loop
+  if not l:running() then outside("send") end
+  local sock = self.sock
+  local start = self.total and l:now()
+  while true do
+    local last, err, sent = sock:send(data, i, j)
+    if last then return last, err, sent end
+    if not AGAIN[err] then return nil, err, sent end
+    i = sent + 1
+    local ok, why = wait(self, err == "wantread", start)
+    if not ok then return nil, why, sent end
+  end
+end
+
+-- Calls the object's `method` with a, b, c until it gives a result or an
+-- error other than "timeout", waiting to read (reading) or to write in
+-- between. -> what the method returned last, or nil and the wait's error.
+local function retry(self, name, method, reading, a, b, c)
+  local l = self.loop
+  if not l:running() then outside(name, 4) end
+  local sock = self.sock
+  local start = self.total and l:now()
+  while true do
+    local r1, r2, r3 = sock[method](sock, a, b, c)
+    if r1 or r2 ~= "timeout" then return r1, r2, r3 end
+    local ok, why = wait(self, reading, start)
+    if not ok then return nil, why end
+  end
+end
+
+-- UDP: receivefrom([size]) -> datagram, ip, port; or nil and the error.
+-- (Not tail calls: error levels count these frames.)
+function Wrapped:receivefrom(size)
+  local data, ip, port = retry(self, "receivefrom", "receivefrom", true, size)
+  return data, ip, port
+end
+
+-- UDP: sendto(datagram, ip, port) -> bytes sent, or nil and the error.
+function Wrapped:sendto(data, ip, port)
+  local n, err = retry(self, "sendto", "sendto", false, data, ip, port)
+  return n, err
+end
+
+-- accept() -> the accepted socket, wrapped (no timeout of its own), or
+-- nil and the error.
+function Wrapped:accept()
+  local c, err = retry(self, "accept", "accept", true)
+  if c then return M.wrap(self.loop, c) end
+  return nil, err
+end
+
+-- Connects to one numeric address. -> 1, or nil and the error.
+local function connect_address(self, address, port, start)
+  local sock = self.sock
+  local ok, err = sock:connect(address, port)
+  if ok then return ok end
+  if err ~= "timeout" then return nil, err end
+  -- In progress: writable once it succeeded or failed; connect again
+  -- tells which (the kernel reports the pending error there).
+  local done, why = wait(self, false, start)
+  if not done then return nil, why end
+  ok, err = sock:connect(address, port)
+  if ok or err == "already connected" then return 1 end
+  return nil, err
+end
+
+-- connect(host, port): host a name (resolved without blocking the loop,
+-- lepoll.net.resolve) or an address; each address of a name is tried in
+-- turn. -> 1, or nil and the error.
+function Wrapped:connect(host, port)
+  local l = self.loop
+  if not l:running() then outside("connect") end
+  local start = self.total and l:now()
+  local addresses, err = resolve.addresses(l, host, self.family)
+  if not addresses then return nil, err end
+  for k = 1, #addresses do
+    local ok
+    ok, err = connect_address(self, addresses[k].address, port, start)
+    if ok then return ok end
+    if err == "timeout" or err == "closed" then break end
+  end
+  return nil, err
+end
+
+-- dohandshake(): a LuaSec connection's TLS handshake. -> true, or nil and
+-- LuaSec's error (a certificate that does not verify, among others).
+function Wrapped:dohandshake()
+  local l = self.loop
+  if not l:running() then outside("dohandshake") end
+  local sock = self.sock
+  local start = self.total and l:now()
+  while true do
+    local ok, err = sock:dohandshake()
+    if ok then return ok end
+    if err ~= "wantread" and err ~= "wantwrite" and err ~= "timeout" then return nil, err end
+    local done, why = wait(self, err ~= "wantwrite", start)
+    if not done then return nil, why end
+  end
+end
+
+-- starttls(params [, servername]): TLS over the connection, as LuaSec's
+-- ssl.wrap(sock, params) (a params table or a context from
+-- ssl.newcontext), then the handshake; servername for SNI (client).
+-- -> true, or nil and the error. The wrapped object then reads and writes
+-- through TLS.
+function Wrapped:starttls(params, servername)
+  if not self.loop:running() then outside("starttls") end
+  if self.tls then error("starttls: the connection already uses TLS", 2) end
+  local ssl = tls.luasec()
+  local conn, err = ssl.wrap(self.sock, params)
+  if not conn then return nil, err end
+  -- From here the TCP object is LuaSec's (ssl.wrap took its descriptor).
+  conn:settimeout(0)
+  self.sock, self.tls = conn, true
+  if servername then conn:sni(servername) end
+  return self:dohandshake()
+end
+
+-- settimeout(value [, mode]): LuaSocket's: mode "b" (the default) limits
+-- each wait, "t" the whole call; nil or a negative value, no limit.
+function Wrapped:settimeout(value, mode)
+  if value ~= nil and type(value) ~= "number" then
+    error(format("bad argument #1 to 'settimeout' (number expected, got %s)", type(value)), 2)
+  end
+  if value and (value < 0 or value ~= value) then value = nil end
+  if mode == nil or mode == "b" or mode == "r" then
+    self.block = value
+  elseif mode == "t" then
+    self.total = value
+  else
+    error(format("bad argument #2 to 'settimeout' (invalid timeout mode '%s')", tostring(mode)), 2)
+  end
+  return 1
+end
+
+-- gettimeout() -> the block and the total timeout, -1 for none (LuaSocket's).
+function Wrapped:gettimeout()
+  return self.block or -1, self.total or -1
+end
+
+-- close(): wakes the tasks waiting on the socket (their waits return nil,
+-- "closed"; l:closing), then closes it. Closing twice is allowed.
+function Wrapped:close()
+  if self.closed then return 1 end
+  self.closed = true
+  local sock, l = self.sock, self.loop
+  local fd = sock:getfd()
+  if fd and fd >= 0 then l:closing(sock) end
+  return sock:close()
+end
+
+-- The object underneath (after starttls, LuaSec's connection).
+function Wrapped:unwrap()
+  return self.sock
+end
+
+-- wrap(l, sock) -> the wrapped socket; a wrapped one is returned as it is.
+-- The object is set non-blocking, and stays so.
+function M.wrap(l, sock, level)
+  level = level or 1
+  if getmetatable(sock) == MT then return sock end
+  local t = type(sock)
+  if (t ~= "userdata" and t ~= "table") or type(sock.getfd) ~= "function" or type(sock.settimeout) ~= "function" then
+    error(format("bad argument #1 to 'wrap' (LuaSocket or LuaSec object expected, got %s)", t), level + 1)
+  end
+  sock:settimeout(0)
+  local name = tostring(sock)
+  local family = name:match("^tcp6") and "inet6" or name:match("^tcp4") and "inet" or nil
+  return setmetatable({
+    loop = l, sock = sock, block = nil, total = nil, closed = false,
+    tls = name:match("^SSL") ~= nil, family = family,
+  }, MT)
+end
+
+M.MT = MT
+return M
