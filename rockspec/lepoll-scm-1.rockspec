@@ -41,5 +41,10 @@ build = {
       ["lepoll.loop.tasks"] = "lua/lepoll/loop/tasks.lua",
       ["lepoll.loop.timers"] = "lua/lepoll/loop/timers.lua",
       ["lepoll.loop.watchers"] = "lua/lepoll/loop/watchers.lua",
+      ["lepoll.net.connect"] = "lua/lepoll/net/connect.lua",
+      ["lepoll.net.resolve"] = "lua/lepoll/net/resolve.lua",
+      ["lepoll.net.server"] = "lua/lepoll/net/server.lua",
+      ["lepoll.net.socket"] = "lua/lepoll/net/socket.lua",
+      ["lepoll.net.tls"] = "lua/lepoll/net/tls.lua",
    },
 }

@@ -11,6 +11,7 @@
  */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
+#include <dlfcn.h>
 #include <errno.h>
 #include <netdb.h>
 #include <pthread.h>
@@ -26,6 +27,8 @@
 
 /* A thread with nothing to do for this long ends. */
 #define IDLE_SECONDS 5
+
+typedef int (*lep_resolver_open_fn)(lep_resolver **, int);
 
 struct request {
 	uint64_t id;
@@ -213,13 +216,36 @@ out:
 	return NULL;
 }
 
+/* The threads run this file's code, and may still be running it after the
+ * owner let go; a Lua state that closes unloads the C modules it loaded
+ * (dlclose). So the first thread pins the shared object it lives in: a
+ * second dlopen of it, RTLD_NODELETE, keeps it mapped until the process
+ * ends. (Linked into a program, dladdr names the program: harmless.) */
+static pthread_once_t pin_once = PTHREAD_ONCE_INIT;
+
+static void pin_self(void)
+{
+	Dl_info info;
+	void *self;
+	void *code;
+	lep_resolver_open_fn open_fn = lep_resolver_open;
+	memcpy(&code, &open_fn, sizeof code); /* ISO C has no function-to-object cast */
+	if (dladdr(code, &info) && info.dli_fname) {
+		self = dlopen(info.dli_fname, RTLD_LAZY | RTLD_NOLOAD | RTLD_NODELETE);
+		(void)self; /* never closed: that is the point */
+	}
+}
+
 /* Starts a detached worker with every signal blocked. Under the lock. */
 static int start_thread(lep_resolver *r)
 {
 	pthread_attr_t attr;
 	sigset_t all, old;
 	pthread_t t;
-	int rc = pthread_attr_init(&attr);
+	int rc = pthread_once(&pin_once, pin_self);
+	if (rc)
+		return rc;
+	rc = pthread_attr_init(&attr);
 	if (rc)
 		return rc;
 	pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
