@@ -236,7 +236,8 @@ describe("l:serve", function()
     local s = listener()
     local cases = {
       { function() l:serve(s, 42) end, "bad argument #2 to 'serve' (function expected, got number)" },
-      { function() l:serve(s, echo_lines, 7) end, "bad argument #3 to 'serve' (table of options expected, got number)" },
+      { function() l:serve(s, echo_lines, 7) end,
+        "bad argument #3 to 'serve' (table of options expected, got number)" },
       { function() l:serve(s, echo_lines, { max_connections = 0 }) end, "max_connections must be a number >= 1" },
       { function() l:serve(42, echo_lines) end, "bad argument #1 to 'wrap'" },
     }
