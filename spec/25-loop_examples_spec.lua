@@ -37,12 +37,12 @@ local function lines(s)
   return list
 end
 
--- The first Lua example of doc/loop.md (the echo server with a task per
--- client), as printed there; before 5.4, without `<close>`, as that page
--- says to write it there.
-local function loop_page_example()
+-- A Lua example of doc/loop.md, the first after the text `lead`, as
+-- printed there; before 5.4, without `<close>`, as that page says to write
+-- it there.
+local function loop_page_example(lead)
   local page = assert(io.open("doc/loop.md")):read("*a")
-  local code = assert(page:match("An echo server, a task per client.-\n```lua\n(.-)```"), "no example")
+  local code = assert(page:match(lead .. ".-\n```lua\n(.-)```"), "no example after " .. lead)
   if not H.has.toclose then code = code:gsub("local l <close> = ", "local l = ") end
   return code
 end
@@ -165,34 +165,42 @@ describe("the examples", function()
     end)
   end)
 
-  describe("doc/loop.md's echo server", function()
-    it("as printed, echoes messages of 1 byte to 1 MiB whole, LuaSocket's read-ahead included", function()
-      local script = tmpname()
-      local f = assert(io.open(script, "w"))
-      f:write(loop_page_example())
-      f:close()
-      -- A shell prints its pid, then becomes `timeout` running the example
-      -- with stdout unbuffered (so its first line comes at once).
-      local p = assert(io.popen(("echo $$; exec %s timeout 120 %s -e 'io.stdout:setvbuf(\"no\")' %s")
-        :format(ENV, LUA, quote(script))))
-      local pid = assert(tonumber(p:read("*l")), "no pid")
-      local stopped = false
-      finally(function()
-        if not stopped then os.execute("kill " .. pid) end
-        p:close()
+  -- The page's two echo servers: on wrapped sockets (its first example),
+  -- and on the loop's own waits.
+  local PAGE_EXAMPLES = {
+    { "on wrapped sockets", "An echo server, a task per client" },
+    { "on l:readable and l:writable", "### Waiting on descriptors yourself" },
+  }
+  for _, case in ipairs(PAGE_EXAMPLES) do
+    describe("doc/loop.md's echo server " .. case[1], function()
+      it("as printed, echoes messages of 1 byte to 1 MiB whole, LuaSocket's read-ahead included", function()
+        local script = tmpname()
+        local f = assert(io.open(script, "w"))
+        f:write(loop_page_example(case[2]))
+        f:close()
+        -- A shell prints its pid, then becomes `timeout` running the example
+        -- with stdout unbuffered (so its first line comes at once).
+        local p = assert(io.popen(("echo $$; exec %s timeout 120 %s -e 'io.stdout:setvbuf(\"no\")' %s")
+          :format(ENV, LUA, quote(script))))
+        local pid = assert(tonumber(p:read("*l")), "no pid")
+        local stopped = false
+        finally(function()
+          if not stopped then os.execute("kill " .. pid) end
+          p:close()
+        end)
+        local port = tonumber((p:read("*l") or ""):match("^listening on port (%d+)$"))
+        assert(port, "the example did not say its port")
+        local messages, total = {}, 0
+        for i, size in ipairs({ 1, 2, 100, 4095, 4096, 4097, 6000, 8192, 8193, 65536, 65537, 200000, 1048576 }) do
+          messages[i] = (string.char(33 + i % 90) .. string.char(48 + i % 10)):rep(size):sub(1, size)
+          total = total + size
+        end
+        assert.are.equal(2 * total, echo_through(port, messages))
+        assert(os.execute("kill " .. pid))
+        stopped = true
       end)
-      local port = tonumber((p:read("*l") or ""):match("^listening on port (%d+)$"))
-      assert(port, "the example did not say its port")
-      local messages, total = {}, 0
-      for i, size in ipairs({ 1, 2, 100, 4095, 4096, 4097, 6000, 8192, 8193, 65536, 65537, 200000, 1048576 }) do
-        messages[i] = (string.char(33 + i % 90) .. string.char(48 + i % 10)):rep(size):sub(1, size)
-        total = total + size
-      end
-      assert.are.equal(2 * total, echo_through(port, messages))
-      assert(os.execute("kill " .. pid))
-      stopped = true
     end)
-  end)
+  end
 
   describe("demo", function()
     it("tours the core on a pipe and a TCP pair, printing the set, and exits 0", function()

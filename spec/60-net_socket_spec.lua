@@ -127,6 +127,28 @@ describe("a wrapped socket", function()
     assert.are.equal("pre-tail", r2)
   end)
 
+  it("receives what has come with receivesome, up to its limit, then the end", function()
+    local r = { in_task(function(l)
+      local a, b = pair(l)
+      l:spawn(function()
+        l:sleep(0.02)
+        a:send("abcdef")
+        l:sleep(0.02)
+        a:send("gh")
+        a:close()
+      end)
+      local x = b:receivesome(4)       -- waits for the first bytes
+      local y = b:receivesome()        -- the rest of what came
+      local z = b:receivesome(100)     -- waits again
+      local e1, e2 = b:receivesome()
+      local ok, err = pcall(function() return b:receivesome(0) end)
+      b:close()
+      return x, y, z, e1, e2, ok, err
+    end) }
+    assert.are.same({ "abcd", "ef", "gh", nil, "closed", false }, { r[1], r[2], r[3], r[4], r[5], r[6] })
+    assert.matches("bad argument #1 to 'receivesome' (a byte count >= 1 expected, got 0)", r[7], 1, true)
+  end)
+
   it("sends all of a 4 MiB string to a slow reader, and i..j pieces", function()
     local data = bytes(4 * 1024 * 1024, 3)
     local sent, got, piece = in_task(function(l)

@@ -135,6 +135,33 @@ function Wrapped:receive(pattern, prefix)
   end
 end
 
+-- receivesome([max]): what has come, 1 to max bytes (default 65536),
+-- waiting only while nothing has; for relays and echoes, which LuaSocket's
+-- patterns (a line, everything, exactly n bytes) do not serve. -> the
+-- data, or nil and the error ("closed" at the end, once what came before
+-- it was returned).
+local SOME = 65536
+
+function Wrapped:receivesome(max)
+  local l = self.loop
+  if not l:running() then outside("receivesome") end
+  if max == nil then
+    max = SOME
+  elseif type(max) ~= "number" or max < 1 or max ~= max then
+    error(format("bad argument #1 to 'receivesome' (a byte count >= 1 expected, got %s)", tostring(max)), 2)
+  end
+  local sock = self.sock
+  local start = self.total and l:now()
+  while true do
+    local data, err, partial = sock:receive(max)
+    if data then return data end
+    if partial and partial ~= "" then return partial end
+    if not AGAIN[err] then return nil, err end
+    local ok, why = wait(self, READ_AGAIN[err], start)
+    if not ok then return nil, why end
+  end
+end
+
 -- send(data [, i [, j]]): all of data[i..j]. -> the index of the last
 -- byte sent, or nil, the error and the index of the last byte sent.
 function Wrapped:send(data, i, j)
