@@ -111,7 +111,7 @@ local function serve(conn)
       if first then
         if first > 1 then buf = sub(buf, first) end
         stop = select(2, find(buf, "\r?\n\r?\n"))
-        if stop then break end
+        if stop and stop <= MAX_HEAD then break end
       else
         buf = ""
       end
@@ -138,7 +138,6 @@ local function serve(conn)
         length = 0
       else
         length = length - #buf
-        buf = ""
         local data = conn:receivesome(math.min(length, 65536))
         if not data then return end
         buf = data
