@@ -29,7 +29,7 @@
 local socket = require "socket"
 
 local HERE = arg[0]:match("^(.*)/") or "."
-package.path = HERE .. "/tasks/?.lua;" .. package.path
+package.path = HERE .. "/tasks/?.lua;" .. HERE .. "/lib/?.lua;" .. package.path
 local work = require "work"
 
 local MSG = 64 -- bytes per echo message
@@ -65,133 +65,15 @@ local HTTP_WARMUP = opt.smoke and 0 or math.max(1, math.ceil(opt.warmup))
 local MARGIN = 0.3
 local COUNT_SECONDS = math.max(0.3, opt.seconds - 2 * MARGIN)
 
-local function sh_quote(s)
-	return "'" .. tostring(s):gsub("'", "'\\''") .. "'"
-end
+local measure = require "measure"
+measure.setup(opt)
+local sh_quote, sh, argv, read_file, summary = measure.sh_quote, measure.sh, measure.argv, measure.read_file,
+	measure.summary
+local TCK = measure.TCK
+local count_calls, stop_server = measure.count_calls, measure.stop_server
+local start_wrk, wrk_result = measure.start_wrk, measure.wrk_result
+local cpus, PIN, counter = measure.cpus, measure.PIN, measure.counter
 
--- The output of a shell command (stderr too), trailing space trimmed, and
--- whether it succeeded.
-local function sh(cmd)
-	local f = io.popen(cmd .. " 2>&1")
-	local s = f and f:read("a") or ""
-	local ok = f and f:close()
-	return (s:gsub("%s+$", "")), ok
-end
-
-local function argv(t)
-	local q = {}
-	for i, a in ipairs(t) do q[i] = sh_quote(a) end
-	return table.concat(q, " ")
-end
-
--- The CPUs this process may run on, in order (Cpus_allowed_list: "0-1,4").
-local function allowed_cpus()
-	local cpus, f = {}, io.open("/proc/self/status")
-	local list = f and f:read("a"):match("Cpus_allowed_list:%s*(%S+)") or ""
-	if f then f:close() end
-	for part in list:gmatch("[^,]+") do
-		local a, b = part:match("^(%d+)-?(%d*)$")
-		for c = tonumber(a) or 0, tonumber(b) or tonumber(a) or -1 do cpus[#cpus + 1] = c end
-	end
-	return cpus
-end
-
-local cpus = allowed_cpus()
-local PIN = opt.pin and #cpus >= 2
-local TCK = tonumber((sh("getconf CLK_TCK"))) or 100
-
--- A /proc/PID/stat line -> its state, its CPU seconds (utime + stime), its
--- reaped children's (cutime + cstime). The command name may hold spaces:
--- fields count from its closing ')'.
-local function parse_stat(line)
-	local rest = line and line:match("^.*%)%s+(.*)$")
-	if not rest then return nil end
-	local f = {}
-	for w in rest:gmatch("%S+") do f[#f + 1] = w end
-	return f[1], (tonumber(f[12]) + tonumber(f[13])) / TCK, (tonumber(f[14]) + tonumber(f[15])) / TCK
-end
-
-local function proc_stat(pid)
-	local f = io.open("/proc/" .. pid .. "/stat")
-	if not f then return nil end
-	local line = f:read("a")
-	f:close()
-	return parse_stat(line)
-end
-
-local function read_file(path)
-	local f = io.open(path)
-	if not f then return nil end
-	local s = f:read("a")
-	f:close()
-	return s
-end
-
--- -> median, min, max of a non-empty list
-local function summary(t)
-	local s = table.move(t, 1, #t, 1, {})
-	table.sort(s)
-	local n = #s
-	return (s[(n + 1) // 2] + s[n // 2 + 1]) / 2, s[1], s[n]
-end
-
--- ------------------------------------------------------- system calls
-
-local CALLS = { "epoll_ctl", "epoll_wait", "epoll_pwait", "sendto" }
-
--- How the server's system calls are counted: perf's syscall tracepoints,
--- else strace -c, else not at all (nil, why).
-local counter, counter_why
-do
-	local events = {}
-	for i, c in ipairs(CALLS) do events[i] = "syscalls:sys_enter_" .. c end
-	local PERF_EVENTS = table.concat(events, ",")
-	local out, ok = "not asked for", false
-	if opt["count-with"] ~= "strace" then out, ok = sh("perf stat -x, -e " .. PERF_EVENTS .. " -- true") end
-	if ok and out:match("%d+,[^,]*,syscalls:sys_enter_epoll_ctl") then
-		counter = { name = "perf stat", cmd = function(pid, seconds)
-			return ("perf stat -x, -e %s -p %d -- sleep %.3f"):format(PERF_EVENTS, pid, seconds)
-		end, parse = function(text)
-			local n = {}
-			for v, c in text:gmatch("(%d+),[^,\n]*,syscalls:sys_enter_([%w_]+)") do n[c] = tonumber(v) end
-			return n
-		end }
-	else
-		counter_why = "perf cannot count syscalls:sys_enter_epoll_ctl (" .. (out:match("[^\n]*") or "") .. ")"
-		local _, has_strace = sh("strace -V")
-		if has_strace then
-			counter = { name = "strace -c", cmd = function(pid, seconds)
-				return ("timeout -s INT %.3f strace -c -e trace=%s -p %d"):format(seconds, table.concat(CALLS, ","), pid)
-			end, parse = function(text)
-				local n = {}
-				for line in text:gmatch("[^\n]+") do
-					local f = {}
-					for w in line:gmatch("%S+") do f[#f + 1] = w end
-					local name = f[#f]
-					if #f >= 5 and tonumber(f[4]) then n[name] = tonumber(f[4]) end
-				end
-				-- a call never made has no row
-				if n.total then
-					for _, c in ipairs(CALLS) do n[c] = n[c] or 0 end
-				end
-				return n
-			end }
-		end
-	end
-end
-
--- Counts pid's system calls for `seconds`. -> { ctl=, waits=, sends= } or
--- nil, why
-local function count_calls(pid, seconds)
-	if not counter then return nil, counter_why end
-	local text = sh(counter.cmd(pid, seconds))
-	local n = counter.parse(text)
-	if not n.epoll_ctl or not n.sendto then
-		return nil, counter.name .. " counted nothing: " .. (text:match("[^\n]*") or "")
-	end
-	if n.sendto == 0 then return nil, counter.name .. ": the server sent nothing in the window" end
-	return { ctl = n.epoll_ctl, waits = (n.epoll_wait or 0) + (n.epoll_pwait or 0), sends = n.sendto }
-end
 
 -- ------------------------------------------------------------- servers
 
@@ -204,55 +86,10 @@ local function server_argv(style, proto, ...)
 	return { opt.lua, style.script, proto, ... }
 end
 
-local function pin_prefix(cpu)
-	return PIN and ("taskset -c %d "):format(cpu) or ""
-end
-
--- Starts a server of this process's own (the HTTP load, the checks), its
--- stdin a pipe from here: it exits when that pipe closes, so it cannot
--- outlive this process. -> { pid=, port=, p= } or nil, why
+-- A server of this process's own (the HTTP load, the checks): it exits
+-- when its stdin, a pipe from here, closes.
 local function start_server(style, proto)
-	local pidf, portf = os.tmpname(), os.tmpname()
-	local cmd = ("echo $$ > %s; exec %s%s > %s"):format(sh_quote(pidf), pin_prefix(cpus[1] or 0),
-		argv(server_argv(style, proto, "--stdin")), sh_quote(portf))
-	local p = io.popen(cmd, "w")
-	if not p then return nil, "cannot start " .. style.script end
-	local srv = { p = p, files = { pidf, portf } }
-	local deadline = socket.gettime() + 10
-	repeat
-		srv.pid = srv.pid or math.tointeger(tonumber((read_file(pidf) or ""):match("%d+")))
-		srv.port = tonumber((read_file(portf) or ""):match("^(%d+)\n"))
-		if srv.port then break end
-		local state = srv.pid and proc_stat(srv.pid)
-		if srv.pid and (not state or state == "Z") then break end
-		socket.sleep(0.01)
-	until socket.gettime() > deadline
-	if not srv.port then
-		srv.why = "the server printed no port"
-	end
-	return srv
-end
-
--- Ends it: SIGTERM to its pid, SIGKILL if it lingers 2 s; then reaps it.
--- -> true, or nil, why when it had died before.
-local function stop_server(srv)
-	local died
-	if srv.pid then
-		local state = proc_stat(srv.pid)
-		if not state or state == "Z" then died = "the server died during the run" end
-		os.execute(("kill -TERM %d 2>/dev/null"):format(srv.pid))
-		local deadline = socket.gettime() + 2
-		repeat
-			state = proc_stat(srv.pid)
-			if not state or state == "Z" then break end
-			socket.sleep(0.01)
-		until socket.gettime() > deadline
-		if state and state ~= "Z" then os.execute(("kill -KILL %d 2>/dev/null"):format(srv.pid)) end
-	end
-	srv.p:close()
-	for _, f in ipairs(srv.files) do os.remove(f) end
-	if srv.why or died then return nil, srv.why or died end
-	return true
+	return measure.start_server(server_argv(style, proto, "--stdin"))
 end
 
 -- ------------------------------------------------------------- checks
@@ -300,24 +137,8 @@ local function check_echo(port)
 	return true
 end
 
--- Two requests pipelined in one send, a third split inside a header line
--- and asking for Connection: close: three responses, then the end.
 local function check_http(port)
-	local c = assert(socket.tcp())
-	c:settimeout(2)
-	local ok, err = c:connect("127.0.0.1", port)
-	if not ok then return nil, "connect: " .. tostring(err) end
-	c:send("GET / HTTP/1.1\r\nHost: a\r\n\r\nGET /b HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\n\r\nGET /c HTTP/1.1\r\nHo")
-	socket.sleep(0.05)
-	c:send("st: a\r\nConnection: close\r\n\r\n")
-	local all, e, partial = c:receive("*a")
-	c:close()
-	all = all or partial
-	if e then return nil, "http check: " .. tostring(e) end
-	if all ~= work.RESPONSE:rep(3) then
-		return nil, ("http check: %d bytes back, expected three responses of %d"):format(#all, #work.RESPONSE)
-	end
-	return true
+	return measure.check_http(port, work.RESPONSE)
 end
 
 local function check(style, proto)
@@ -382,55 +203,11 @@ function echo.count(style)
 	return n, why
 end
 
--- wrk, pinned; its CPU time from the shell that waited for it.
--- -> handle, to read with wrk_result
-local function start_wrk(port, seconds)
-	local cmd = ("%swrk -t1 -c%d -d%ds http://127.0.0.1:%d/; echo; echo \"stat: $(cat /proc/$$/stat)\"")
-		:format(pin_prefix(cpus[2] or 0), opt.conns, seconds, port)
-	return assert(io.popen(cmd .. " 2>&1"))
-end
-
-local function wrk_result(p)
-	local out = p:read("a")
-	p:close()
-	local n = tonumber(out:match("(%d+) requests in"))
-	local rps = tonumber(out:match("Requests/sec:%s*([%d%.]+)"))
-	local errors = out:match("Socket errors:[^\n]*")
-	local non2xx = out:match("Non%-2xx or 3xx responses:[^\n]*")
-	local _, _, child_cpu = parse_stat(out:match("stat: ([^\n]*)"))
-	if not (n and rps and n > 0) then return nil, "wrk: " .. (out:match("[^\n]*") or "no output") end
-	if errors or non2xx then return nil, "wrk: " .. (errors or non2xx) end
-	return { requests = n, rps = rps, cpu = child_cpu }
-end
 
 local http = {}
 
 function http.time(style)
-	local srv, why = start_server(style, "http")
-	if not srv then return nil, why end
-	local res
-	if srv.port then
-		if HTTP_WARMUP > 0 then
-			local w, wwhy = wrk_result(start_wrk(srv.port, HTTP_WARMUP))
-			if not w then why = wwhy end
-		end
-		if not why then
-			local _, cpu0 = proc_stat(srv.pid)
-			local t0 = socket.gettime()
-			local w, wwhy = wrk_result(start_wrk(srv.port, HTTP_SECONDS))
-			local t = socket.gettime() - t0
-			local _, cpu1 = proc_stat(srv.pid) -- just before it is stopped
-			if w and cpu0 and cpu1 then
-				res = { rps = w.rps, cpu_us = (cpu1 - cpu0) / w.requests * 1e6, server_cpu = (cpu1 - cpu0) / t,
-					gen_cpu = w.cpu and w.cpu / t }
-			else
-				why = wwhy or "no CPU time of the server"
-			end
-		end
-	end
-	local ok, swhy = stop_server(srv)
-	if not ok then return nil, swhy end
-	return res, why
+	return measure.http_time(server_argv(style, "http", "--stdin"), opt.conns, HTTP_WARMUP, HTTP_SECONDS)
 end
 
 function http.count(style)
@@ -439,11 +216,11 @@ function http.count(style)
 	local n
 	if srv.port then
 		if HTTP_WARMUP > 0 then
-			local w, wwhy = wrk_result(start_wrk(srv.port, HTTP_WARMUP))
+			local w, wwhy = wrk_result(start_wrk(srv.port, HTTP_WARMUP, opt.conns))
 			if not w then why = wwhy end
 		end
 		if not why then
-			local p = start_wrk(srv.port, math.max(HTTP_SECONDS, math.ceil(COUNT_SECONDS + 2 * MARGIN)))
+			local p = start_wrk(srv.port, math.max(HTTP_SECONDS, math.ceil(COUNT_SECONDS + 2 * MARGIN)), opt.conns)
 			socket.sleep(MARGIN)
 			n, why = count_calls(srv.pid, COUNT_SECONDS)
 			local w, wwhy = wrk_result(p)

@@ -226,12 +226,11 @@ static pthread_once_t pin_once = PTHREAD_ONCE_INIT;
 static void pin_self(void)
 {
 	Dl_info info;
-	void *self;
 	void *code;
 	lep_resolver_open_fn open_fn = lep_resolver_open;
 	memcpy(&code, &open_fn, sizeof code); /* ISO C has no function-to-object cast */
 	if (dladdr(code, &info) && info.dli_fname) {
-		self = dlopen(info.dli_fname, RTLD_LAZY | RTLD_NOLOAD | RTLD_NODELETE);
+		void *self = dlopen(info.dli_fname, RTLD_LAZY | RTLD_NOLOAD | RTLD_NODELETE);
 		(void)self; /* never closed: that is the point */
 	}
 }
