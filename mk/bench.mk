@@ -16,6 +16,10 @@
 #                       wrk (TASKS_ROUNDS, TASKS_SECONDS: measured seconds
 #                       per run): CPU per request and epoll_ctl calls per
 #                       request (perf stat); writes build/bench/tasks.md
+#   make bench-http     one HTTP server on lepoll.loop's wrapped sockets and
+#                       watchers, luv, cqueues and copas, under wrk
+#                       (HTTP_ROUNDS, HTTP_SECONDS): CPU per request against
+#                       luv's; writes build/bench/http.md
 #   make bench-profile  user-space instructions per event at N=64, counted by
 #                       callgrind, for wait(0) alone, the plain-Lua floor,
 #                       iter_ready, fold_ready and luv; writes
@@ -32,7 +36,7 @@
 BENCH_DIR       := $(BUILD)/bench
 BENCH_SO        := $(BENCH_DIR)/benchc.so
 BENCH_PROFILE   := $(BENCH_DIR)/profile.md
-BENCH_PACKAGES  := lua-luv lua-cqueues lua-socket gnuplot-nox wrk linux-perf
+BENCH_PACKAGES  := lua-luv lua-cqueues lua-socket lua-copas gnuplot-nox wrk linux-perf
 BENCH_ROUNDS    ?= 15
 BENCH_BUDGET_MS ?= 20
 ECHO_BIN        := $(BENCH_DIR)/echo-loadgen $(BENCH_DIR)/echo-server
@@ -40,9 +44,11 @@ ECHO_ROUNDS     ?= 5
 ECHO_SECONDS    ?= 2
 TASKS_ROUNDS    ?= 5
 TASKS_SECONDS   ?= 3
+HTTP_ROUNDS     ?= 5
+HTTP_SECONDS    ?= 3
 BENCH_ENV        = LUA_CPATH="$(BENCH_DIR)/?.so;$(BUILD)/?.so;;" LUA_PATH="$(LUA_MODS_PATH)"
 
-.PHONY: bench bench-smoke bench-echo bench-tasks bench-profile deps-bench
+.PHONY: bench bench-smoke bench-echo bench-tasks bench-http bench-profile deps-bench
 
 ## install the benchmarks' peers (luv, cqueues, LuaSocket), gnuplot, wrk and perf when missing
 deps-bench: deps
@@ -60,9 +66,10 @@ $(BENCH_DIR)/echo-%: bench/echo/%.c | deps-bench
 # The echo and tasks sections and the instruction counts are written first,
 # so that the report can take them in.
 ## every benchmark, full sizes; writes bench/RESULTS.md and bench/scaling.png
-bench: bench-echo bench-tasks bench-profile $(BUILD)/lepoll.so $(BENCH_SO) | deps-bench
+bench: bench-echo bench-tasks bench-http bench-profile $(BUILD)/lepoll.so $(BENCH_SO) | deps-bench
 	$(BENCH_ENV) $(LUA) bench/run.lua --rounds $(BENCH_ROUNDS) --budget-ms $(BENCH_BUDGET_MS) \
-	    --echo $(BENCH_DIR)/echo.md --tasks $(BENCH_DIR)/tasks.md --profile $(BENCH_PROFILE) \
+	    --echo $(BENCH_DIR)/echo.md --tasks $(BENCH_DIR)/tasks.md --http $(BENCH_DIR)/http.md \
+	    --profile $(BENCH_PROFILE) \
 	    --plot bench/scaling.png --out bench/RESULTS.md
 
 ## every benchmark at tiny sizes, one short round, for CI
@@ -70,6 +77,7 @@ bench-smoke: $(BUILD)/lepoll.so $(BENCH_SO) $(ECHO_BIN) | deps-bench
 	$(BENCH_ENV) $(LUA) bench/run.lua --smoke
 	$(BENCH_ENV) $(LUA) bench/echo.lua --lua $(LUA) --smoke
 	$(BENCH_ENV) $(LUA) bench/tasks.lua --lua $(LUA) --smoke
+	$(BENCH_ENV) $(LUA) bench/http.lua --lua $(LUA) --smoke
 
 ## the echo-server benchmark alone; writes build/bench/echo.md
 bench-echo: $(BUILD)/lepoll.so $(ECHO_BIN) | deps-bench
@@ -80,6 +88,11 @@ bench-echo: $(BUILD)/lepoll.so $(ECHO_BIN) | deps-bench
 bench-tasks: $(BUILD)/lepoll.so $(BENCH_DIR)/echo-loadgen | deps-bench
 	$(BENCH_ENV) $(LUA) bench/tasks.lua --lua $(LUA) --rounds $(TASKS_ROUNDS) --seconds $(TASKS_SECONDS) \
 	    --out $(BENCH_DIR)/tasks.md
+
+## one HTTP server on five event libraries (wrapped sockets, watchers, luv, cqueues, copas); writes build/bench/http.md
+bench-http: $(BUILD)/lepoll.so | deps-bench
+	$(BENCH_ENV) $(LUA) bench/http.lua --lua $(LUA) --rounds $(HTTP_ROUNDS) --seconds $(HTTP_SECONDS) \
+	    --out $(BENCH_DIR)/http.md
 
 ## instructions per event of the dispatch paths (callgrind); writes build/bench/profile.md
 bench-profile: $(BUILD)/lepoll.so $(BENCH_SO) | deps-bench deps-valgrind

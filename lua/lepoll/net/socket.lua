@@ -152,10 +152,23 @@ function Wrapped:receivesome(max)
   end
   local sock = self.sock
   local start = self.total and l:now()
+  -- When the last call emptied the socket (it ended in "timeout": the
+  -- kernel had no more), the peer has most likely not written since: wait
+  -- first rather than make a read bound to find nothing (a request and
+  -- response protocol, every time). l:readable returns at once while
+  -- LuaSocket or LuaSec hold input, and epoll reports what came meanwhile.
+  if self.drained then
+    self.drained = false
+    local ok, why = wait(self, true, start)
+    if not ok then return nil, why end
+  end
   while true do
     local data, err, partial = sock:receive(max)
     if data then return data end
-    if partial and partial ~= "" then return partial end
+    if partial and partial ~= "" then
+      self.drained = err == "timeout"
+      return partial
+    end
     if not AGAIN[err] then return nil, err end
     local ok, why = wait(self, READ_AGAIN[err], start)
     if not ok then return nil, why end
@@ -334,7 +347,7 @@ function M.wrap(l, sock, level)
   local name = tostring(sock)
   local family = name:match("^tcp6") and "inet6" or name:match("^tcp4") and "inet" or nil
   return setmetatable({
-    loop = l, sock = sock, block = nil, total = nil, closed = false,
+    loop = l, sock = sock, block = nil, total = nil, closed = false, drained = false,
     tls = name:match("^SSL") ~= nil, family = family,
   }, MT)
 end
