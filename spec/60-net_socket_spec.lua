@@ -256,6 +256,22 @@ describe("a wrapped socket", function()
       assert.is_true(received == data:sub(1, last))
     end)
 
+    it("times out an accept, a UDP receivefrom and a connect's wait alike", function()
+      local r = { in_task(function(l)
+        local listener = l:wrap(assert(socket.bind(HOST, 0)))
+        listener:settimeout(0.05)
+        local c, e1 = listener:accept()
+        local u = l:wrap(assert(socket.udp()))
+        assert(u:setsockname(HOST, 0))
+        u:settimeout(0.05)
+        local d, e2 = u:receivefrom()
+        listener:close()
+        u:close()
+        return c, e1, d, e2
+      end) }
+      assert.are.same({ nil, "timeout", nil, "timeout" }, { r[1], r[2], r[3], r[4] })
+    end)
+
     it("gives the timeouts back as LuaSocket's gettimeout does", function()
       local b1, t1, b2, t2 = in_task(function(l)
         local a, b = pair(l)

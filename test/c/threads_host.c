@@ -64,9 +64,10 @@ struct worker {
 	int id;
 	long rounds;
 	double start, end;     /* CLOCK_MONOTONIC, around the scripts */
-	enum outcome { NOT_RUN, PASSED, FAILED, SKIPPED } sets, loop;
+	enum outcome { NOT_RUN, PASSED, FAILED, SKIPPED } sets, loop, resolver;
 	char sets_text[512];   /* the script's summary, or the error */
 	char loop_text[512];
+	char resolver_text[512];
 	int fds[MAX_HOST_FDS]; /* made by host.pipe, not closed yet */
 	int nfds, leftover;    /* leftover: still open after lua_close */
 };
@@ -170,7 +171,7 @@ static const luaL_Reg host_functions[] = {
 /* ------------------------------------------------------------- the script */
 
 static const char *const threads_script[] = {
-	"-- One thread's script, run in its own lua_State: defines run_sets and run_loop.\n"
+	"-- One thread's script, run in its own lua_State: defines run_sets, run_loop and run_resolver.\n"
 	"local lepoll = require 'lepoll'\n"
 	"local host = host\n"
 	"local random, format = math.random, string.format\n"
@@ -433,6 +434,40 @@ static const char *const threads_script[] = {
 	"  close_pipe(a) close_pipe(b) close_pipe(c)\n"
 	"  return format('%d exchanges, %d timer ticks', exchanges, ticks)\n"
 	"end\n",
+	"\n"
+	"-- lepoll.resolver: lookups on its two threads, answers taken here, a\n"
+	"-- quarter cancelled; it closes with lookups still under way.\n"
+	"function run_resolver(rounds)\n"
+	"  local n = math.max(20, math.floor(rounds / 250))\n"
+	"  local r, s = lepoll.resolver(2), lepoll.create()\n"
+	"  s:set(r, 'in')\n"
+	"  local asked, want, got, waits = {}, 0, 0, 0\n"
+	"  for i = 1, n do\n"
+	"    local id = r:submit(i % 2 == 0 and 'localhost' or '127.0.0.1', 'inet')\n"
+	"    check(id, 'submit %d refused', i)\n"
+	"    if random(4) == 1 then\n"
+	"      check(r:cancel(id), 'lookup %d not found to cancel', id)\n"
+	"    else\n"
+	"      asked[id], want = true, want + 1\n"
+	"    end\n"
+	"  end\n"
+	"  while got < want and waits < 1000 do\n"
+	"    s:wait(0.01)\n"
+	"    waits = waits + 1\n"
+	"    while true do\n"
+	"      local id, addresses, msg = r:take()\n"
+	"      if not id then break end\n"
+	"      check(asked[id], 'an answer to %d, not asked or cancelled', id)\n"
+	"      check(addresses and addresses[1].address == '127.0.0.1', 'lookup %d: %s', id, tostring(msg))\n"
+	"      asked[id], got = nil, got + 1\n"
+	"    end\n"
+	"  end\n"
+	"  check(got == want, '%d answers of %d', got, want)\n"
+	"  for _ = 1, 4 do r:submit('localhost') end\n"
+	"  r:close()\n"
+	"  s:close()\n"
+	"  return format('%d lookups, %d answered, %d waits', n, got, waits)\n"
+	"end\n",
 	NULL,
 };
 
@@ -497,6 +532,7 @@ static void *worker_main(void *arg)
 	if (L == NULL) {
 		snprintf(w->sets_text, sizeof w->sets_text, "luaL_newstate failed");
 		snprintf(w->loop_text, sizeof w->loop_text, "not run");
+		snprintf(w->resolver_text, sizeof w->resolver_text, "not run");
 		w->sets = FAILED;
 		pthread_barrier_wait(&start_line);
 		return NULL;
@@ -520,10 +556,12 @@ static void *worker_main(void *arg)
 	if (rc != LUA_OK) {
 		snprintf(w->sets_text, sizeof w->sets_text, "%s", lua_tostring(L, -1));
 		snprintf(w->loop_text, sizeof w->loop_text, "not run");
+		snprintf(w->resolver_text, sizeof w->resolver_text, "not run");
 		w->sets = FAILED;
 	} else {
 		w->sets = run_test(L, "run_sets", w->rounds, w->sets_text, sizeof w->sets_text);
 		w->loop = run_test(L, "run_loop", w->rounds, w->loop_text, sizeof w->loop_text);
+		w->resolver = run_test(L, "run_resolver", w->rounds, w->resolver_text, sizeof w->resolver_text);
 	}
 	w->end = now();
 	lua_close(L);
@@ -598,6 +636,7 @@ int main(int argc, char **argv)
 		struct worker *w = &workers[i];
 		report(w->sets, "thread %d: sets: %s", w->id, w->sets_text);
 		report(w->loop, "thread %d: loop: %s", w->id, w->loop_text);
+		report(w->resolver, "thread %d: resolver: %s", w->id, w->resolver_text);
 		if (w->leftover > 0)
 			printf("threads:      thread %d: its script left %d of its pipes' descriptors open "
 			       "(closed by the host)\n", w->id, w->leftover);
