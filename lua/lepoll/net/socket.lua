@@ -17,41 +17,73 @@ local M = {}
 local resolve = require "lepoll.net.resolve"
 local tls = require "lepoll.net.tls"
 
-local error, type, tostring, setmetatable, getmetatable, rawget =
-  error, type, tostring, setmetatable, getmetatable, rawget
+local error, type, tostring, setmetatable, getmetatable, rawget, pairs =
+  error, type, tostring, setmetatable, getmetatable, rawget, pairs
 local concat = table.concat
 local format = string.format
 
 local Wrapped = {}
-local MT = { __name = "lepoll.wrapped" }
 
--- Names of methods of the object underneath: a forwarding function each,
--- made once per name (bounded by the methods LuaSocket and LuaSec have).
+-- A forwarding function per method name of the objects underneath, made
+-- once per name (bounded by the methods LuaSocket and LuaSec have).
 local forwarders = {}
 
-function MT.__index(self, key)
-  local m = Wrapped[key]
-  if m ~= nil then return m end
+local function forwarder(key)
   local f = forwarders[key]
-  if f then return f end
-  local sock = rawget(self, "sock")
-  if type(key) ~= "string" or type(sock[key]) ~= "function" then return nil end
-  f = function(w, ...)
-    local s = w.sock
-    return s[key](s, ...)
+  if not f then
+    f = function(w, ...)
+      local s = w.sock
+      return s[key](s, ...)
+    end
+    forwarders[key] = f
   end
-  forwarders[key] = f
   return f
 end
 
-function MT.__tostring(self)
+local function tostring_wrapped(self)
   return "wrapped " .. tostring(self.sock)
 end
 
 -- A wrapped object closes the object underneath when it goes out of
 -- scope (5.4's <close>), as the object itself would.
-function MT.__close(self)
+local function close_wrapped(self)
   self:close()
+end
+
+-- The metatables of wrapped objects, one per metatable of the objects
+-- underneath (LuaSocket's classes, LuaSec's): its __index is a plain table
+-- of this file's methods and a forwarder for each method of that class, so
+-- that a method costs one table lookup and a missing one is nil. An object
+-- whose class keeps its methods elsewhere (an __index function) gets the
+-- generic metatable, which asks the object at each lookup.
+local classes = setmetatable({}, { __mode = "k" }) -- class of the object -> metatable
+local is_wrapped = setmetatable({}, { __mode = "k" }) -- the metatables above
+
+local GENERIC = { __name = "lepoll.wrapped", __tostring = tostring_wrapped, __close = close_wrapped }
+function GENERIC.__index(self, key)
+  local m = Wrapped[key]
+  if m ~= nil then return m end
+  local sock = rawget(self, "sock")
+  if type(key) ~= "string" or type(sock[key]) ~= "function" then return nil end
+  return forwarder(key)
+end
+is_wrapped[GENERIC] = true
+
+local function class_of(sock)
+  local class = getmetatable(sock)
+  local mt = type(class) == "table" and classes[class]
+  if mt then return mt end
+  local methods = type(class) == "table" and rawget(class, "__index")
+  if type(methods) ~= "table" then return GENERIC end
+  local index = {}
+  for k, v in pairs(methods) do
+    if type(k) == "string" and type(v) == "function" then index[k] = forwarder(k) end
+  end
+  for k, v in pairs(Wrapped) do index[k] = v end
+  mt = { __name = "lepoll.wrapped", __index = index, __tostring = tostring_wrapped, __close = close_wrapped }
+  classes[class] = mt
+  is_wrapped[mt] = true
+  return mt
 end
 
 -- The error for a call outside the loop's tasks: only a task can wait.
@@ -66,7 +98,7 @@ end
 -- total timeout for the whole call, whichever ends first; nil, no limit.
 local function wait_limit(self, start)
   local block, total = self.block, self.total
-  if not total then return block end
+  if not total then return block or nil end
   local left = start + total - self.loop:now()
   if block and block < left then return block end
   return left
@@ -75,7 +107,7 @@ end
 -- Waits until the object underneath is readable (reading) or writable.
 -- -> true, or nil and "timeout" or "closed".
 local function wait(self, reading, start)
-  local limit = self.block
+  local limit = self.block or nil
   if self.total then limit = wait_limit(self, start) end
   if limit and limit <= 0 then return nil, "timeout" end
   if reading then return self.loop:readable(self.sock, limit) end
@@ -292,6 +324,7 @@ function Wrapped:starttls(params, servername)
   -- From here the TCP object is LuaSec's (ssl.wrap took its descriptor).
   conn:settimeout(0)
   self.sock, self.tls = conn, true
+  setmetatable(self, class_of(conn))
   if servername then conn:sni(servername) end
   return self:dohandshake()
 end
@@ -302,7 +335,7 @@ function Wrapped:settimeout(value, mode)
   if value ~= nil and type(value) ~= "number" then
     error(format("bad argument #1 to 'settimeout' (number expected, got %s)", type(value)), 2)
   end
-  if value and (value < 0 or value ~= value) then value = nil end
+  if value == nil or value < 0 or value ~= value then value = false end
   if mode == nil or mode == "b" or mode == "r" then
     self.block = value
   elseif mode == "t" then
@@ -338,7 +371,7 @@ end
 -- The object is set non-blocking, and stays so.
 function M.wrap(l, sock, level)
   level = level or 1
-  if getmetatable(sock) == MT then return sock end
+  if is_wrapped[getmetatable(sock)] then return sock end
   local t = type(sock)
   if (t ~= "userdata" and t ~= "table") or type(sock.getfd) ~= "function" or type(sock.settimeout) ~= "function" then
     error(format("bad argument #1 to 'wrap' (LuaSocket or LuaSec object expected, got %s)", t), level + 1)
@@ -347,10 +380,9 @@ function M.wrap(l, sock, level)
   local name = tostring(sock)
   local family = name:match("^tcp6") and "inet6" or name:match("^tcp4") and "inet" or nil
   return setmetatable({
-    loop = l, sock = sock, block = nil, total = nil, closed = false, drained = false,
+    loop = l, sock = sock, block = false, total = false, closed = false, drained = false,
     tls = name:match("^SSL") ~= nil, family = family,
-  }, MT)
+  }, class_of(sock))
 end
 
-M.MT = MT
 return M
