@@ -127,8 +127,7 @@ static int number_to_fd(lua_State *L, int idx, const lep_set *s, int *fd)
 	return 0;
 }
 
-/* A Lua file handle's FILE, NULL when closed; 0 when idx holds none. */
-static int tofile(lua_State *L, int idx, FILE **file)
+int lepb_tofile(lua_State *L, int idx, FILE **file)
 {
 #if LUA_VERSION_NUM >= 502
 	luaL_Stream *stream = luaL_testudata(L, idx, LUA_FILEHANDLE);
@@ -154,7 +153,7 @@ static int object_to_fd(lua_State *L, int idx, const lep_set *s, int *fd)
 	FILE *file = NULL;
 	int top = lua_gettop(L);
 
-	if (tofile(L, idx, &file)) {
+	if (lepb_tofile(L, idx, &file)) {
 		if (file == NULL) {
 			lua_pushfstring(L, "closed file handle (valid range [0, %d))", lep_num_fds(s));
 			return 0;

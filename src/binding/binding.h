@@ -9,6 +9,7 @@
  *               ready_into
  *   tostring.c  tostring(set)
  *   resolver.c  lepoll.resolver(): host names resolved off the thread
+ *   fdio.c      lepoll.read and lepoll.write on any descriptor
  *   module.c    the module's functions, the C API, luaopen_lepoll
  * Private names start with lepb_.
  */
@@ -16,6 +17,7 @@
 #define LEPOLL_BINDING_H
 
 #include <stdint.h>
+#include <stdio.h>
 
 #include <lauxlib.h>
 #include <lua.h>
@@ -68,6 +70,8 @@ LEPB_HIDDEN const char *lepb_pushtypereason(lua_State *L, int idx, const char *e
 LEPB_HIDDEN int lepb_typeerror(lua_State *L, int idx, const char *expected);
 
 LEPB_HIDDEN int lepb_tofd(lua_State *L, int idx, const lep_set *s, int *fd);
+/* A Lua file handle's FILE, NULL when closed; 0 when idx holds none. */
+LEPB_HIDDEN int lepb_tofile(lua_State *L, int idx, FILE **file);
 LEPB_HIDDEN int lepb_checkfd(lua_State *L, int idx, const lep_set *s);
 LEPB_HIDDEN int lepb_toflags(lua_State *L, int idx, uint32_t *flags);
 LEPB_HIDDEN uint32_t lepb_checkflags(lua_State *L, int idx);
@@ -99,6 +103,8 @@ LEPB_HIDDEN int lepb_tostring(lua_State *L);
 /* Makes the resolver's metatable and sets module.resolver (the module at
  * the top). */
 LEPB_HIDDEN void lepb_register_resolver(lua_State *L);
+/* Sets module.read and module.write (the module at the top). */
+LEPB_HIDDEN void lepb_register_fdio(lua_State *L);
 LEPB_HIDDEN int lepb_iter_ready_protected(lua_State *L);
 LEPB_HIDDEN int lepb_fold_ready_protected(lua_State *L);
 #if LEPOLL_HAVE_TOCLOSE

@@ -230,6 +230,7 @@ LEPOLL_API int luaopen_lepoll(lua_State *L)
 		lua_setfield(L, -2, constants[i].name);
 	}
 	lepb_register_resolver(L);
+	lepb_register_fdio(L);
 	lua_pushliteral(L, LEPOLL_VERSION);
 	lua_setfield(L, -2, "_VERSION");
 	return 1;

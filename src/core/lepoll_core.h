@@ -9,7 +9,8 @@
  *
  * One job per file: epset.c (the table, epoll_ctl, epoll_wait), check.c
  * (lep_check against /proc/self/fdinfo), names.c (flag and errno names),
- * timeouts.c (seconds to milliseconds, the clock); resolver.c, with its own
+ * timeouts.c (seconds to milliseconds, the clock); fdio.c (one non-blocking
+ * read or write on any descriptor); resolver.c, with its own
  * header resolver.h, resolves host names on worker threads.
  */
 #ifndef LEPOLL_CORE_H
@@ -127,6 +128,15 @@ LEP_HIDDEN int lep_timeout_ms_int(long long seconds);
 
 /* CLOCK_MONOTONIC in seconds. */
 LEP_HIDDEN double lep_now(void);
+
+/* One read(2) of at most max bytes into buf (fdio.c), retried on EINTR:
+ * 0 and *got bytes (0 at end of file), or the errno (EAGAIN for
+ * EWOULDBLOCK too). */
+LEP_HIDDEN int lep_read(int fd, void *buf, size_t max, size_t *got);
+/* One write of at most len bytes: send(2) with MSG_NOSIGNAL on a socket
+ * (EPIPE rather than SIGPIPE), write(2) on anything else; retried on EINTR.
+ * 0 and *put bytes, or the errno (EAGAIN for EWOULDBLOCK too). */
+LEP_HIDDEN int lep_write(int fd, const void *buf, size_t len, size_t *put);
 
 /* "in|out|et", canonical order, unnamed bits as one hex literal at the end.
  * Returns the length; writes at most n bytes including the NUL. */

@@ -14,12 +14,14 @@
 -- closing, now).
 local M = {}
 
+local lepoll = require "lepoll"
 local resolve = require "lepoll.net.resolve"
 local tls = require "lepoll.net.tls"
 
 local error, type, tostring, setmetatable, getmetatable, rawget, pairs =
   error, type, tostring, setmetatable, getmetatable, rawget, pairs
 local concat = table.concat
+local rawread = lepoll.read
 local format = string.format
 
 local Wrapped = {}
@@ -93,6 +95,19 @@ local function outside(name, level)
     name), level or 3)
 end
 
+-- Whether the caller runs in a task of the wrapped object's loop. The
+-- coroutine that passed last is remembered: the same coroutine is the
+-- same task, until it ends (a task's coroutine is never another's).
+local co_running = coroutine.running
+
+local function in_task(self)
+  local co = co_running()
+  if co and co == self.co then return true end
+  if not self.loop:running() then return false end
+  self.co = co
+  return true
+end
+
 -- The limit of the next wait of an operation that began at `start` (nil
 -- when there is no total timeout): the block timeout for each wait, the
 -- total timeout for the whole call, whichever ends first; nil, no limit.
@@ -127,7 +142,7 @@ local PATTERNS = { l = "*l", a = "*a" } -- Lua 5.4 io's names, as LuaSocket's
 -- partial result ("timeout" or "closed" included).
 function Wrapped:receive(pattern, prefix)
   local l = self.loop
-  if not l:running() then outside("receive") end
+  if not in_task(self) then outside("receive") end
   pattern = PATTERNS[pattern] or pattern
   local sock = self.sock
   local start = self.total and l:now()
@@ -176,7 +191,7 @@ local SOME = 65536
 
 function Wrapped:receivesome(max)
   local l = self.loop
-  if not l:running() then outside("receivesome") end
+  if not in_task(self) then outside("receivesome") end
   if max == nil then
     max = SOME
   elseif type(max) ~= "number" or max < 1 or max ~= max then
@@ -195,7 +210,25 @@ function Wrapped:receivesome(max)
     if not ok then return nil, why end
   end
   while true do
-    local data, err, partial = sock:receive(max)
+    local data, err, partial
+    local fd = self.tcp and not self.tls and sock:getfd()
+    if fd and fd >= 0 and not sock:dirty() then
+      -- LuaSocket's buffer is empty: one read(2) of the descriptor, where
+      -- LuaSocket's receive would make a second one to learn that nothing
+      -- more is there. A read that ends short of max has most likely
+      -- emptied the socket (as libuv reasons too).
+      data, err = rawread(fd, max)
+      if data and data ~= "" then
+        self.drained = #data < max
+        return data
+      elseif err == "again" then
+        data, err = nil, "timeout"
+      else -- the end, or a failure: LuaSocket's receive says it in its words
+        data, err, partial = sock:receive(max)
+      end
+    else
+      data, err, partial = sock:receive(max)
+    end
     if data then return data end
     if partial and partial ~= "" then
       self.drained = err == "timeout"
@@ -211,7 +244,7 @@ end
 -- byte sent, or nil, the error and the index of the last byte sent.
 function Wrapped:send(data, i, j)
   local l = self.loop
-  if not l:running() then outside("send") end
+  if not in_task(self) then outside("send") end
   local sock = self.sock
   local start = self.total and l:now()
   while true do
@@ -229,7 +262,7 @@ end
 -- between. -> what the method returned last, or nil and the wait's error.
 local function retry(self, name, method, reading, a, b, c)
   local l = self.loop
-  if not l:running() then outside(name, 4) end
+  if not in_task(self) then outside(name, 4) end
   local sock = self.sock
   local start = self.total and l:now()
   while true do
@@ -281,7 +314,7 @@ end
 -- turn. -> 1, or nil and the error.
 function Wrapped:connect(host, port)
   local l = self.loop
-  if not l:running() then outside("connect") end
+  if not in_task(self) then outside("connect") end
   local start = self.total and l:now()
   local addresses, err = resolve.addresses(l, host, self.family)
   if not addresses then return nil, err end
@@ -298,7 +331,7 @@ end
 -- LuaSec's error (a certificate that does not verify, among others).
 function Wrapped:dohandshake()
   local l = self.loop
-  if not l:running() then outside("dohandshake") end
+  if not in_task(self) then outside("dohandshake") end
   local sock = self.sock
   local start = self.total and l:now()
   while true do
@@ -316,7 +349,7 @@ end
 -- -> true, or nil and the error. The wrapped object then reads and writes
 -- through TLS.
 function Wrapped:starttls(params, servername)
-  if not self.loop:running() then outside("starttls") end
+  if not in_task(self) then outside("starttls") end
   if self.tls then error("starttls: the connection already uses TLS", 2) end
   local ssl = tls.luasec()
   local conn, err = ssl.wrap(self.sock, params)
@@ -380,8 +413,8 @@ function M.wrap(l, sock, level)
   local name = tostring(sock)
   local family = name:match("^tcp6") and "inet6" or name:match("^tcp4") and "inet" or nil
   return setmetatable({
-    loop = l, sock = sock, block = false, total = false, closed = false, drained = false,
-    tls = name:match("^SSL") ~= nil, family = family,
+    loop = l, sock = sock, block = false, total = false, closed = false, drained = false, co = false,
+    tls = name:match("^SSL") ~= nil, family = family, tcp = name:match("^tcp") ~= nil,
   }, class_of(sock))
 end
 
