@@ -111,6 +111,24 @@ describe("l:connect", function()
   end)
 end)
 
+describe("l:resolve", function()
+  it("gives an address as it is, and refuses one of the other family as getaddrinfo does", function()
+    local l = loop.new()
+    local r
+    l:spawn(function()
+      r = { { l:resolve("127.0.0.1") }, { l:resolve("::1", "inet6") }, { l:resolve("127.0.0.1", "inet6") },
+        { l:resolve("::1", "inet") }, { l:resolve("localhost", nil, -1) } }
+    end)
+    step_until(l, function() return r end)
+    assert.are.same({ { family = "inet", address = "127.0.0.1" } }, r[1][1])
+    assert.are.same({ { family = "inet6", address = "::1" } }, r[2][1])
+    assert.are.same({ nil, "Address family for hostname not supported" }, r[3])
+    assert.are.same({ nil, "Address family for hostname not supported" }, r[4])
+    assert.are.equal("127.0.0.1", r[5][1][1].address) -- a negative timeout is no limit, as LuaSocket's
+    l:close()
+  end)
+end)
+
 describe("l:serve", function()
   H.no_fd_leaks(lazy_setup, lazy_teardown)
 
@@ -218,6 +236,31 @@ describe("l:serve", function()
     l:close()
   end)
 
+  it("closes a connection and frees its place when its TLS start raises", function()
+    -- A userdata that is no LuaSec context passes serve's check and makes
+    -- LuaSec's wrap raise in the connection's task.
+    local errors = {}
+    local l = loop.new({ on_error = function(err) errors[#errors + 1] = tostring(err) end })
+    local s, port = listener()
+    local srv = l:serve(s, echo_lines, { tls = io.stdout, max_connections = 1 })
+    local replies = {}
+    for _ = 1, 3 do
+      l:spawn(function()
+        local c = assert(l:connect(HOST, port))
+        c:settimeout(5)
+        local _, err = c:receive()
+        replies[#replies + 1] = err
+        c:close()
+      end)
+    end
+    step_until(l, function() return #replies == 3 end)
+    assert.are.same({ "closed", "closed", "closed" }, replies)
+    step_until(l, function() return srv:stats().active == 0 end)
+    assert.are.equal(3, #errors)
+    srv:close()
+    l:close()
+  end)
+
   it("stops accepting on close: new connections are refused", function()
     local l = loop.new()
     local s, port = listener()
@@ -239,7 +282,12 @@ describe("l:serve", function()
       { function() l:serve(s, echo_lines, 7) end,
         "bad argument #3 to 'serve' (table of options expected, got number)" },
       { function() l:serve(s, echo_lines, { max_connections = 0 }) end, "max_connections must be a number >= 1" },
-      { function() l:serve(42, echo_lines) end, "bad argument #1 to 'wrap'" },
+      { function() l:serve(42, echo_lines) end,
+        "bad argument #1 to 'serve' (listening LuaSocket TCP socket expected (socket.bind), got number)" },
+      { function() l:serve(socket.tcp(), echo_lines) end,
+        "bad argument #1 to 'serve' (listening LuaSocket TCP socket expected (socket.bind), got tcp{master})" },
+      { function() l:serve(s, echo_lines, { tls = "nope" }) end,
+        "serve: TLS parameters refused by LuaSec: a table of parameters or a context (ssl.newcontext) expected" },
     }
     for _, case in ipairs(cases) do
       local ok, err = pcall(case[1])

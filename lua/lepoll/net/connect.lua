@@ -7,7 +7,7 @@ local resolve = require "lepoll.net.resolve"
 local M = {}
 
 local type, error, tostring, require = type, error, tostring, require
-local format = string.format
+local format, find = string.format, string.find
 
 local socket_module -- LuaSocket's, loaded on first use
 
@@ -39,6 +39,8 @@ function M.connect(l, host, port, timeout)
   if timeout ~= nil and (type(timeout) ~= "number" or timeout ~= timeout) then
     error(format("bad argument #3 to 'connect' (timeout (seconds) expected, got %s)", tostring(timeout)), 3)
   end
+  if find(host, "\0", 1, true) then error("bad argument #1 to 'connect' (host name contains a zero byte)", 3) end
+  if timeout and timeout < 0 then timeout = nil end -- as LuaSocket's: no limit
   local deadline = timeout and l:now() + timeout
   local addresses, err = resolve.addresses(l, host, nil, timeout)
   if not addresses then return nil, err end

@@ -59,7 +59,12 @@ M.literal = literal
 -- The caller checked the arguments.
 function M.addresses(l, host, family, timeout)
   local kind = literal(host)
-  if kind then return { { family = kind, address = host } } end
+  if kind then
+    if family and family ~= "any" and family ~= kind then
+      return nil, "Address family for hostname not supported" -- getaddrinfo's words (EAI_ADDRFAMILY)
+    end
+    return { { family = kind, address = host } }
+  end
   if host == "" then return nil, "host name is empty" end
   local st = state(l)
   local id, err = st.resolver:submit(host, family or "any")
@@ -102,6 +107,8 @@ function M.resolve(l, host, family, timeout)
   if timeout ~= nil and (type(timeout) ~= "number" or timeout ~= timeout) then
     error(format("bad argument #3 to 'resolve' (timeout (seconds) expected, got %s)", type(timeout)), 3)
   end
+  if find(host, "\0", 1, true) then error("bad argument #1 to 'resolve' (host name contains a zero byte)", 3) end
+  if timeout and timeout < 0 then timeout = nil end -- as LuaSocket's: no limit
   local addresses, err = M.addresses(l, host, family, timeout)
   return addresses, err
 end

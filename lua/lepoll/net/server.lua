@@ -33,17 +33,24 @@ local function check_options(opts)
   return opts
 end
 
--- One connection: TLS first when asked, then the handler in a task of
--- its own, joined (so that an error in it is a task's error, reported as
--- the loop reports them, and yields work on every Lua, 5.1's pcall
--- included); the connection is closed however the handler ends.
-local function connection(self, conn)
-  local ok = true
+-- A connection's own task: TLS first when asked, then the handler. An
+-- error in either is the task's, reported as the loop reports them.
+local function handle(self, conn)
   if self.tls_context then
-    ok = conn:starttls(self.tls_context)
-    if not ok then self.tls_failures = self.tls_failures + 1 end
+    local ok = conn:starttls(self.tls_context)
+    if not ok then
+      self.tls_failures = self.tls_failures + 1
+      return
+    end
   end
-  if ok then self.loop:spawn(self.handler, conn):join() end
+  self.handler(conn)
+end
+
+-- One connection: its task joined (so that yields work on every Lua, 5.1's
+-- pcall included), then the connection closed however the task ended,
+-- and its place given to the next.
+local function connection(self, conn)
+  self.loop:spawn(handle, self, conn):join()
   conn:close()
   self.active = self.active - 1
   self.done:signal()
@@ -73,17 +80,23 @@ end
 
 -- l:serve(sock, handler [, opts]) -> server
 function M.serve(l, sock, handler, opts)
+  local t = type(sock)
+  local name = (t == "userdata" or t == "table") and tostring(sock) or ""
+  if not (name:match("^tcp{server}") or name:match("^wrapped tcp{server}")) then
+    error(format("bad argument #1 to 'serve' (listening LuaSocket TCP socket expected (socket.bind), got %s)",
+      name ~= "" and name:match("^[^:]*") or t), 3)
+  end
   if type(handler) ~= "function" then
     error(format("bad argument #2 to 'serve' (function expected, got %s)", type(handler)), 3)
   end
   opts = check_options(opts)
-  local listener = wrapped.wrap(l, sock, 3)
   local context = nil
-  if opts.tls then
+  if opts.tls ~= nil then
     local err
     context, err = tls.context(opts.tls)
     if not context then error("serve: TLS parameters refused by LuaSec: " .. tostring(err), 3) end
   end
+  local listener = wrapped.wrap(l, sock, 3)
   local self = setmetatable({
     loop = l, listener = listener, handler = handler,
     max = opts.max_connections, timeout = opts.timeout, tls_context = context,

@@ -144,6 +144,9 @@ function Wrapped:receive(pattern, prefix)
   local l = self.loop
   if not in_task(self) then outside("receive") end
   pattern = PATTERNS[pattern] or pattern
+  if pattern ~= nil and pattern ~= "*l" and pattern ~= "*a" and (type(pattern) ~= "number" or pattern < 0) then
+    error("bad argument #1 to 'receive' (invalid receive pattern)", 2)
+  end
   local sock = self.sock
   local start = self.total and l:now()
   local count = type(pattern) == "number" and pattern
@@ -245,6 +248,15 @@ end
 function Wrapped:send(data, i, j)
   local l = self.loop
   if not in_task(self) then outside("send") end
+  -- LuaSocket's own checks would name neither send nor the caller's line
+  local t = type(data)
+  if t ~= "string" and t ~= "number" then
+    error(format("bad argument #1 to 'send' (string expected, got %s)", t), 2)
+  elseif i ~= nil and type(i) ~= "number" then
+    error(format("bad argument #2 to 'send' (number expected, got %s)", type(i)), 2)
+  elseif j ~= nil and type(j) ~= "number" then
+    error(format("bad argument #3 to 'send' (number expected, got %s)", type(j)), 2)
+  end
   local sock = self.sock
   local start = self.total and l:now()
   while true do
@@ -404,7 +416,10 @@ end
 -- The object is set non-blocking, and stays so.
 function M.wrap(l, sock, level)
   level = level or 1
-  if is_wrapped[getmetatable(sock)] then return sock end
+  if is_wrapped[getmetatable(sock)] then
+    if sock.loop ~= l then error("bad argument #1 to 'wrap' (socket wrapped by another loop)", level + 1) end
+    return sock
+  end
   local t = type(sock)
   if (t ~= "userdata" and t ~= "table") or type(sock.getfd) ~= "function" or type(sock.settimeout) ~= "function" then
     error(format("bad argument #1 to 'wrap' (LuaSocket or LuaSec object expected, got %s)", t), level + 1)

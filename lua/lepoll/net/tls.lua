@@ -19,11 +19,16 @@ end
 
 -- A LuaSec context for params (made by ssl.newcontext; certificate and
 -- key files are read there), or params as they are when they already are
--- one. -> context, or nil and LuaSec's error.
+-- one (LuaSec's contexts are userdata). -> context, or nil and why: what
+-- LuaSec refused, raised or returned.
 function M.context(params)
-  if type(params) ~= "table" then return params end
+  local t = type(params)
+  if t == "userdata" then return params end
+  if t ~= "table" then return nil, "a table of parameters or a context (ssl.newcontext) expected, got " .. t end
   local ssl = M.luasec()
-  return ssl.newcontext(params)
+  local ok, context, err = pcall(ssl.newcontext, params)
+  if not ok then return nil, context end
+  return context, err
 end
 
 return M
