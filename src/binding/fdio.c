@@ -22,11 +22,10 @@
 static int check_descriptor(lua_State *L, int idx)
 {
 	FILE *file;
-	int isint = 0;
-	lua_Integer v;
 
 	if (lua_type(L, idx) == LUA_TNUMBER) {
-		v = lua_tointegerx(L, idx, &isint);
+		int isint = 0;
+		lua_Integer v = lua_tointegerx(L, idx, &isint);
 		if (!isint || v < 0 || v > INT_MAX)
 			luaL_argerror(L, idx, "descriptor must be an integer in [0, 2147483647]");
 		return (int)v;
