@@ -129,6 +129,22 @@ describe("l:resolve", function()
   end)
 end)
 
+describe("l:resolve's resolver", function()
+  it("is there only while lookups are: no descriptor left once they are done", function()
+    local T = H.T
+    local l = loop.new()
+    local before, after = T.fdcount(), nil
+    l:spawn(function()
+      assert(l:resolve("localhost"))
+      after = T.fdcount()
+    end)
+    step_until(l, function() return after end)
+    assert.are.equal(before, after)
+    assert.is_false(l:run("nowait")) -- and nothing keeps the loop alive
+    l:close()
+  end)
+end)
+
 describe("l:serve", function()
   H.no_fd_leaks(lazy_setup, lazy_teardown)
 

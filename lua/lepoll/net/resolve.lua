@@ -1,9 +1,11 @@
 -- lepoll.net.resolve: host names to addresses without blocking the loop.
--- The lookups run on lepoll.resolver's threads; a loop has one resolver,
--- made on its first lookup, whose descriptor it watches only while
--- lookups are under way (an idle resolver does not keep run going). The
--- task that asked waits on a condition until its answer comes.
--- Addresses given as addresses (IPv4 or IPv6 literals) never reach it.
+-- The lookups run on lepoll.resolver's threads. A loop has a resolver
+-- while lookups are under way, made by the first and closed once none is
+-- left (so that a loop holds no descriptor and no thread for names when it
+-- is not resolving any, and an idle resolver never keeps run going); the
+-- loop watches its descriptor meanwhile. The task that asked waits on a
+-- condition until its answer comes. Addresses given as addresses (IPv4 or
+-- IPv6 literals) never reach it.
 local lepoll = require "lepoll"
 
 local M = {}
@@ -11,14 +13,21 @@ local M = {}
 local type, error, next, setmetatable = type, error, next, setmetatable
 local format, find = string.format, string.find
 
--- Per loop: { resolver, watcher (false while no lookup is under way),
--- lookups (id -> the lookup's record) }. Weak keys: it goes with its loop,
--- and the resolver with it (its __gc closes it).
+-- Per loop, while lookups are under way: { resolver, watcher, lookups (id
+-- -> the lookup's record) }. Weak keys: it goes with its loop.
 local by_loop = setmetatable({}, { __mode = "k" })
 
--- The answers waiting, each to its lookup's task; the watcher stops once
--- no lookup is under way.
-local function deliver(st)
+-- Once no lookup is under way: the watcher stopped, the resolver closed
+-- (a lookup still running on a thread finishes there, unheard).
+local function release_if_idle(l, st)
+  if next(st.lookups) ~= nil then return end
+  st.watcher:stop()
+  st.resolver:close()
+  if by_loop[l] == st then by_loop[l] = nil end
+end
+
+-- The answers waiting, each to its lookup's task.
+local function deliver(l, st)
   local r = st.resolver
   while true do
     local id, addresses, message = r:take()
@@ -30,16 +39,14 @@ local function deliver(st)
       lookup.cond:signal()
     end
   end
-  if next(st.lookups) == nil and st.watcher then
-    st.watcher:stop()
-    st.watcher = false
-  end
+  release_if_idle(l, st)
 end
 
 local function state(l)
   local st = by_loop[l]
   if st then return st end
   st = { resolver = lepoll.resolver(), watcher = false, lookups = {} }
+  st.watcher = l:io(st.resolver, "in", function() deliver(l, st) end)
   by_loop[l] = st
   return st
 end
@@ -68,21 +75,18 @@ function M.addresses(l, host, family, timeout)
   if host == "" then return nil, "host name is empty" end
   local st = state(l)
   local id, err = st.resolver:submit(host, family or "any")
-  if not id then return nil, err end
+  if not id then
+    release_if_idle(l, st)
+    return nil, err
+  end
   local lookup = { cond = l:condition(), done = false, addresses = nil, message = nil }
   st.lookups[id] = lookup
-  if not st.watcher then
-    st.watcher = l:io(st.resolver, "in", function() deliver(st) end)
-  end
   local ok, why = lookup.cond:wait(timeout)
   if not lookup.done then
     -- Timed out (or woken otherwise): the lookup is forgotten.
     st.lookups[id] = nil
     st.resolver:cancel(id)
-    if next(st.lookups) == nil and st.watcher then
-      st.watcher:stop()
-      st.watcher = false
-    end
+    release_if_idle(l, st)
     return nil, why or "timeout"
   end
   if not ok and why then return nil, why end
