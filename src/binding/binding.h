@@ -10,6 +10,7 @@
  *   tostring.c  tostring(set)
  *   resolver.c  lepoll.resolver(): host names resolved off the thread
  *   fdio.c      lepoll.read and lepoll.write on any descriptor
+ *   select.c    lepoll.selector(): socket.select on a persistent set
  *   module.c    the module's functions, the C API, luaopen_lepoll
  * Private names start with lepb_.
  */
@@ -105,6 +106,8 @@ LEPB_HIDDEN int lepb_tostring(lua_State *L);
 LEPB_HIDDEN void lepb_register_resolver(lua_State *L);
 /* Sets module.read and module.write (the module at the top). */
 LEPB_HIDDEN void lepb_register_fdio(lua_State *L);
+/* Makes the selector's metatable, sets module.selector. */
+LEPB_HIDDEN void lepb_register_select(lua_State *L);
 LEPB_HIDDEN int lepb_iter_ready_protected(lua_State *L);
 LEPB_HIDDEN int lepb_fold_ready_protected(lua_State *L);
 #if LEPOLL_HAVE_TOCLOSE
