@@ -174,6 +174,51 @@ describe("lepoll.select", function()
     assert(ok, err)
   end)
 
+  it("makes an epoll_ctl call only for what changed since the call before", function()
+    -- In a child with the fault library preloaded, which counts the
+    -- process's epoll_ctl calls (after any preload of this process: the
+    -- sanitizers' runtimes come first).
+    local faults = H.BUILD .. "/spec/libfaults.so"
+    local script = os.tmpname()
+    local f = assert(io.open(script, "w"))
+    f:write([==[
+      local socket = require "socket"
+      local lselect = require "lepoll.select"
+      local T = require "lepoll_test"
+      local function ctl() return T.fault_calls("epoll_ctl") end
+      local l = assert(socket.bind("127.0.0.1", 0))
+      local _, port = l:getsockname()
+      local reads, writes, all = {}, {}, {}
+      for i = 1, 50 do
+        local c = assert(socket.connect("127.0.0.1", port))
+        local a = assert(l:accept())
+        reads[i], writes[i] = a, c
+        all[#all + 1], all[#all + 2] = a, c
+      end
+      local n0 = ctl()
+      lselect(reads, writes, 0)
+      local first = ctl() - n0
+      local n1 = ctl()
+      for _ = 1, 100 do lselect(reads, writes, 0) end
+      local same = ctl() - n1
+      local n2 = ctl()
+      table.remove(reads)                        -- one socket no longer read: a DEL
+      writes[#writes + 1] = reads[1]             -- one read socket now also written: a MOD
+      lselect(reads, writes, 0)
+      local changed = ctl() - n2
+      for _, s in ipairs(all) do s:close() end
+      l:close()
+      io.write(("first=%d same=%d changed=%d\n"):format(first, same, changed))
+    ]==])
+    f:close()
+    local inherited = os.getenv("LD_PRELOAD")
+    local preload = (inherited and inherited ~= "" and inherited .. " " or "") .. faults
+    local out = H.run(("%s LD_PRELOAD=%s timeout 30 %s %s"):format(H.CHILD_ENV, H.quote(preload), H.LUA,
+      H.quote(script)))
+    os.remove(script)
+    assert.are.equal("first=100 same=0 changed=2\n", out)
+  end)
+
   it("notices a descriptor number given to another object", function()
     local c, a, l = tcp_pair()
     assert(#lselect({ a }, nil, 0) == 0)

@@ -46,8 +46,9 @@ typedef struct {
 	uint32_t *dgen;  /* ... and found it dirty */
 	int *touched;    /* the descriptors this call named, ntouched of them */
 	int ntouched, touched_cap;
-	int *ready;      /* scratch: ready descriptors, sorted */
-	uint32_t *events;
+	int *ready;      /* scratch: ready descriptors, sorted, and their */
+	uint32_t *events; /* events; room for ready_cap and events_cap */
+	int ready_cap, events_cap;
 } selector;
 
 static void *xrealloc(lua_State *L, void *p, size_t osize, size_t nsize)
@@ -62,32 +63,38 @@ static void *xrealloc(lua_State *L, void *p, size_t osize, size_t nsize)
 
 static void free_arrays(lua_State *L, selector *s)
 {
-	size_t n = (size_t)s->cap;
-	xrealloc(L, s->rgen, n * sizeof *s->rgen, 0);
-	xrealloc(L, s->wgen, n * sizeof *s->wgen, 0);
-	xrealloc(L, s->dgen, n * sizeof *s->dgen, 0);
+	xrealloc(L, s->rgen, 3 * (size_t)s->cap * sizeof *s->rgen, 0); /* the block of the three */
 	xrealloc(L, s->touched, (size_t)s->touched_cap * sizeof *s->touched, 0);
+	xrealloc(L, s->ready, (size_t)s->ready_cap * sizeof *s->ready, 0);
+	xrealloc(L, s->events, (size_t)s->events_cap * sizeof *s->events, 0);
 	s->rgen = s->wgen = s->dgen = NULL;
-	s->touched = NULL;
-	s->cap = s->touched_cap = s->ntouched = 0;
+	s->touched = s->ready = NULL;
+	s->events = NULL;
+	s->cap = s->touched_cap = s->ntouched = s->ready_cap = s->events_cap = 0;
 }
 
-/* The per-fd arrays cover fd. Each grows on its own, so that a memory
- * error leaves them as they were. */
+/* The per-fd arrays cover fd: one block holding rgen, wgen and dgen,
+ * made anew and copied, so that a memory error leaves the old one. */
 static void cover(lua_State *L, selector *s, int fd)
 {
 	size_t ncap, ocap = (size_t)s->cap;
+	uint32_t *block;
 	if (fd < s->cap)
 		return;
 	ncap = ocap ? ocap : 64;
 	while (ncap <= (size_t)fd)
 		ncap *= 2;
-	s->rgen = xrealloc(L, s->rgen, ocap * sizeof *s->rgen, ncap * sizeof *s->rgen);
-	memset(s->rgen + ocap, 0, (ncap - ocap) * sizeof *s->rgen);
-	s->wgen = xrealloc(L, s->wgen, ocap * sizeof *s->wgen, ncap * sizeof *s->wgen);
-	memset(s->wgen + ocap, 0, (ncap - ocap) * sizeof *s->wgen);
-	s->dgen = xrealloc(L, s->dgen, ocap * sizeof *s->dgen, ncap * sizeof *s->dgen);
-	memset(s->dgen + ocap, 0, (ncap - ocap) * sizeof *s->dgen);
+	block = xrealloc(L, NULL, 0, 3 * ncap * sizeof *block);
+	memset(block, 0, 3 * ncap * sizeof *block);
+	if (ocap > 0) {
+		memcpy(block, s->rgen, ocap * sizeof *block);
+		memcpy(block + ncap, s->wgen, ocap * sizeof *block);
+		memcpy(block + 2 * ncap, s->dgen, ocap * sizeof *block);
+		xrealloc(L, s->rgen, 3 * ocap * sizeof *block, 0);
+	}
+	s->rgen = block;
+	s->wgen = block + ncap;
+	s->dgen = block + 2 * ncap;
 	s->cap = (int)ncap;
 }
 
@@ -312,12 +319,17 @@ static int l_select(lua_State *L)
 	walk(L, s, 2, 0, rtab, &ndirty);
 	nr = ndirty;
 
-	/* scratch room for the ready list: the set's buffer size, plus what
-	 * this call named (descriptors epoll refuses) */
-	{
-		size_t need = (size_t)(MAX_READY + s->ntouched);
-		s->ready = lua_newuserdata(L, need * sizeof *s->ready);
-		s->events = lua_newuserdata(L, need * sizeof *s->events);
+	/* room for the ready list: the set's buffer size, plus what this call
+	 * named (descriptors epoll refuses); kept from call to call */
+	if (s->ready_cap < MAX_READY + s->ntouched) {
+		size_t n = (size_t)(MAX_READY + s->ntouched);
+		s->ready = xrealloc(L, s->ready, (size_t)s->ready_cap * sizeof *s->ready, n * sizeof *s->ready);
+		s->ready_cap = (int)n;
+	}
+	if (s->events_cap < MAX_READY + s->ntouched) {
+		size_t n = (size_t)(MAX_READY + s->ntouched);
+		s->events = xrealloc(L, s->events, (size_t)s->events_cap * sizeof *s->events, n * sizeof *s->events);
+		s->events_cap = (int)n;
 	}
 	nalways = reconcile(L, s);
 
