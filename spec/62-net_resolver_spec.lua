@@ -28,11 +28,7 @@ local function child(src)
   local out = assert(io.open(path, "w"))
   out:write(PRELUDE, src, '\nio.write("ok\\n")\n')
   out:close()
-  -- after any preload of this process (the sanitizers' runtimes come first)
-  local inherited = os.getenv("LD_PRELOAD")
-  local preload = (inherited and inherited ~= "" and inherited .. " " or "") .. SLOWDNS
-  local output = H.run(("%s LD_PRELOAD=%s timeout 30 %s %s"):format(H.CHILD_ENV, H.quote(preload), H.LUA,
-    H.quote(path)))
+  local output = H.run(("%s %s timeout 30 %s %s"):format(H.CHILD_ENV, H.preload(SLOWDNS), H.LUA, H.quote(path)))
   os.remove(path)
   assert.matches("ok\n$", output, 1)
   return output

@@ -287,11 +287,7 @@ describe("examples/http_client.lua", function()
   lazy_teardown(function() if server then server:kill() end end)
 
   local function client(args, preload)
-    -- the slow-lookup library after any preload of this process (the
-    -- sanitizers' runtimes come first)
-    local inherited = os.getenv("LD_PRELOAD")
-    local libs = (inherited and inherited ~= "" and inherited .. " " or "") .. H.BUILD .. "/spec/libslowdns.so"
-    local env = preload and ("LD_PRELOAD=" .. quote(libs) .. " ") or ""
+    local env = preload and (H.preload(H.BUILD .. "/spec/libslowdns.so") .. " ") or ""
     return H.run(("%s %stimeout 60 %s examples/http_client.lua %s"):format(ENV, env, LUA, args))
   end
 

@@ -13,6 +13,14 @@ end
 -- that has a child interpreter find lepoll where this process does.
 M.CHILD_ENV = ("env LUA_PATH=%s LUA_CPATH=%s"):format(M.quote(package.path), M.quote(package.cpath))
 
+-- `LD_PRELOAD=...` for a child's command line that preloads lib after
+-- whatever this process preloads (the sanitizers' runtimes, under make
+-- sanitize, must come first).
+function M.preload(lib)
+  local inherited = os.getenv("LD_PRELOAD")
+  return "LD_PRELOAD=" .. M.quote((inherited and inherited ~= "" and inherited .. " " or "") .. lib)
+end
+
 -- Runs a shell command, its stderr merged into its stdout; returns that
 -- output and how the command ended, as p:close() says it from Lua 5.2 on:
 -- out, true or nil, "exit" or "signal", the code (H.popen).
