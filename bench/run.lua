@@ -1,10 +1,11 @@
 -- bench/run.lua: lepoll's benchmarks (issue 5), run by make bench and
 -- make bench-smoke (mk/bench.mk).
 --   lua5.4 bench/run.lua [--rounds R] [--budget-ms MS] [--out FILE] [--smoke]
---                        [--echo FILE] [--tasks FILE] [--http FILE] [--profile FILE] [--plot PNG]
--- --echo, --tasks, --http and --profile name sections written before
--- (bench/echo.lua, bench/tasks.lua, bench/http.lua, bench/profile.lua) that
--- the report takes in.
+--                        [--echo FILE] [--tasks FILE] [--http FILE] [--select FILE]
+--                        [--profile FILE] [--plot PNG]
+-- --echo, --tasks, --http, --select and --profile name sections written
+-- before (bench/echo.lua, bench/tasks.lua, bench/http.lua, bench/select.lua,
+-- bench/profile.lua) that the report takes in.
 -- Every contender of a benchmark runs in this one process, in rounds; in
 -- each round every contender runs for MS milliseconds (its loop checks the
 -- clock every 16 waits), in an order rotated from round to round. Reported:
@@ -25,6 +26,7 @@ do
 		elseif a == "--echo" then i = i + 1; opt.echo = arg[i]
 		elseif a == "--tasks" then i = i + 1; opt.tasks = arg[i]
 		elseif a == "--http" then i = i + 1; opt.http = arg[i]
+		elseif a == "--select" then i = i + 1; opt.select = arg[i]
 		elseif a == "--plot" then i = i + 1; opt.plot = arg[i]
 		elseif a == "--profile" then i = i + 1; opt.profile = arg[i]
 		else error("unknown argument " .. a) end
@@ -659,6 +661,7 @@ local function report()
 	add("| echo server | in section 5 |")
 	if opt.tasks then add("| tasks against watchers | in section 6 |") end
 	if opt.http then add("| one HTTP server on five event libraries | in section 7 |") end
+	if opt.select then add("| lepoll.select against socket.select | in section 8 |") end
 	add()
 	local fl = get("dispatch", 64, FLOOR)
 	if it and fo and raw and fl and lu then
@@ -719,6 +722,17 @@ local function report()
 			add("## 7. One HTTP server on five event libraries")
 			add()
 			add("Not run: " .. opt.http .. " is missing.")
+		end
+	end
+	if opt.select then
+		local f = io.open(opt.select)
+		if f then
+			add(f:read("a"))
+			f:close()
+		else
+			add("## 8. lepoll.select against socket.select")
+			add()
+			add("Not run: " .. opt.select .. " is missing.")
 		end
 	end
 	return table.concat(L, "\n") .. "\n"

@@ -20,6 +20,9 @@
 #                       watchers, luv, cqueues and copas, under wrk
 #                       (HTTP_ROUNDS, HTTP_SECONDS): CPU per request against
 #                       luv's; writes build/bench/http.md
+#   make bench-select   lepoll.select against socket.select, ns per call at
+#                       100 and 1,000 watched, and lepoll.select at 10,000;
+#                       writes build/bench/select.md
 #   make bench-profile  user-space instructions per event at N=64, counted by
 #                       callgrind, for wait(0) alone, the plain-Lua floor,
 #                       iter_ready, fold_ready and luv; writes
@@ -48,7 +51,7 @@ HTTP_ROUNDS     ?= 5
 HTTP_SECONDS    ?= 3
 BENCH_ENV        = LUA_CPATH="$(BENCH_DIR)/?.so;$(BUILD)/?.so;;" LUA_PATH="$(LUA_MODS_PATH)"
 
-.PHONY: bench bench-smoke bench-echo bench-tasks bench-http bench-profile deps-bench
+.PHONY: bench bench-smoke bench-echo bench-tasks bench-http bench-select bench-profile deps-bench
 
 ## install the benchmarks' peers (luv, cqueues, LuaSocket), gnuplot, wrk and perf when missing
 deps-bench: deps
@@ -66,9 +69,10 @@ $(BENCH_DIR)/echo-%: bench/echo/%.c | deps-bench
 # The echo and tasks sections and the instruction counts are written first,
 # so that the report can take them in.
 ## every benchmark, full sizes; writes bench/RESULTS.md and bench/scaling.png
-bench: bench-echo bench-tasks bench-http bench-profile $(BUILD)/lepoll.so $(BENCH_SO) | deps-bench
+bench: bench-echo bench-tasks bench-http bench-select bench-profile $(BUILD)/lepoll.so $(BENCH_SO) | deps-bench
 	$(BENCH_ENV) $(LUA) bench/run.lua --rounds $(BENCH_ROUNDS) --budget-ms $(BENCH_BUDGET_MS) \
 	    --echo $(BENCH_DIR)/echo.md --tasks $(BENCH_DIR)/tasks.md --http $(BENCH_DIR)/http.md \
+	    --select $(BENCH_DIR)/select.md \
 	    --profile $(BENCH_PROFILE) \
 	    --plot bench/scaling.png --out bench/RESULTS.md
 
@@ -78,6 +82,7 @@ bench-smoke: $(BUILD)/lepoll.so $(BENCH_SO) $(ECHO_BIN) | deps-bench
 	$(BENCH_ENV) $(LUA) bench/echo.lua --lua $(LUA) --smoke
 	$(BENCH_ENV) $(LUA) bench/tasks.lua --lua $(LUA) --smoke
 	$(BENCH_ENV) $(LUA) bench/http.lua --lua $(LUA) --smoke
+	$(BENCH_ENV) $(LUA) bench/select.lua --smoke
 
 ## the echo-server benchmark alone; writes build/bench/echo.md
 bench-echo: $(BUILD)/lepoll.so $(ECHO_BIN) | deps-bench
@@ -93,6 +98,10 @@ bench-tasks: $(BUILD)/lepoll.so $(BENCH_DIR)/echo-loadgen | deps-bench
 bench-http: $(BUILD)/lepoll.so | deps-bench
 	$(BENCH_ENV) $(LUA) bench/http.lua --lua $(LUA) --rounds $(HTTP_ROUNDS) --seconds $(HTTP_SECONDS) \
 	    --out $(BENCH_DIR)/http.md
+
+## lepoll.select against socket.select, ns per call; writes build/bench/select.md
+bench-select: $(BUILD)/lepoll.so $(BENCH_SO) | deps-bench
+	$(BENCH_ENV) $(LUA) bench/select.lua --out $(BENCH_DIR)/select.md
 
 ## instructions per event of the dispatch paths (callgrind); writes build/bench/profile.md
 bench-profile: $(BUILD)/lepoll.so $(BENCH_SO) | deps-bench deps-valgrind
