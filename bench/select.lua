@@ -8,13 +8,15 @@
 -- with a getfd method, the same objects for both functions; the first
 -- `active` have a count and stay readable (nobody reads them). Each call
 -- is select(objects, nil, 0), as an event loop makes it once per round.
--- Sizes: 100 and 1,000 watched with 1 and 10 active, for both (below 1024,
+-- Sizes: 100 and 1,000 watched with 1 and 10 active, for both, prefixes of
+-- one pool of 1,000 (below 1024,
 -- where socket.select works: those descriptors are made first); then
 -- lepoll.select alone at 10,000. Reported: median ns per call over the
 -- rounds, and lepoll.select's / socket.select's of each round's pair.
 local socket = require "socket"
 local benchc = require "benchc"
 local lselect = require "lepoll.select"
+local lepoll = require "lepoll"
 
 local opt = { rounds = 9, budget = 50 }
 do
@@ -69,17 +71,39 @@ local function per_call(sel, list, active)
 end
 
 local CASES = opt.smoke and { { 10, 1 }, { 100, 10 } } or { { 100, 1 }, { 100, 10 }, { 1000, 1 }, { 1000, 10 } }
-local fixtures, all_fds = {}, {}
-for i, c in ipairs(CASES) do -- first, while descriptor numbers are low
-	local list, fds = objects(c[1], c[2])
-	fixtures[i] = list
-	all_fds[#all_fds + 1] = fds
+-- One pool of objects, made first while descriptor numbers are low (all of
+-- them must stay under 1024 for socket.select); each case watches a prefix
+-- of it, and set_active gives the first `active` of the pool a count and
+-- takes it from the others up to the largest `active` of any case.
+local pool_size, most_active = 0, 0
+for _, c in ipairs(CASES) do
+	pool_size, most_active = math.max(pool_size, c[1]), math.max(most_active, c[2])
 end
+local pool, pool_fds = objects(pool_size, most_active)
+local all_fds = { pool_fds }
+local fixtures = {}
+for i, c in ipairs(CASES) do
+	local list = {}
+	for k = 1, c[1] do list[k] = pool[k] end
+	fixtures[i] = list
+end
+local ONE = string.pack("=I8", 1)
+local function set_active(active)
+	for k = 2, most_active do
+		if k <= active then
+			assert(lepoll.write(pool_fds[k], ONE) == 8)
+		else
+			assert(lepoll.read(pool_fds[k], 8))
+		end
+	end
+end
+local active_now = most_active
 
 local results = {}
 local t_start = now()
 for r = 1, opt.rounds do
 	for i, c in ipairs(CASES) do
+		if c[2] ~= active_now then set_active(c[2]); active_now = c[2] end
 		local res = results[i] or { socket = {}, lepoll = {}, ratio = {} }
 		results[i] = res
 		-- the order alternates from round to round

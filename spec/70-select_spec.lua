@@ -216,6 +216,35 @@ describe("lepoll.select", function()
     assert.are.equal("first=100 same=0 changed=2\n", out)
   end)
 
+  it("after fork, a child's calls leave the parent's registrations alone", function()
+    -- The parent's set holds a; a child that asks only for b would, on the
+    -- shared kernel set, take a out of it behind the parent's table.
+    local c, a, l = tcp_pair()
+    local c2, b, l2 = tcp_pair()
+    assert.are.same({ {}, {}, "timeout" }, { lselect({ a }, nil, 0) })
+    local r, w = assert(T.pipe(true))
+    local pid = assert(T.fork())
+    if pid == 0 then
+      local ok, res = pcall(function()
+        c2:send("y")
+        local got = lselect({ b }, nil, 1)
+        return got[1] == b and "b" or "none"
+      end)
+      T.write(w, ok and res or "error: " .. tostring(res))
+      T._exit(0)
+    end
+    T.close(w)
+    assert.are.same({ "exit", 0 }, { T.waitpid(pid) })
+    local child = T.read(r)
+    T.close(r)
+    assert.are.equal("b", child) -- the child's own set works
+    c:send("x")
+    local got = lselect({ a }, nil, 1) -- no change for the parent: no system call but the wait
+    assert.are.equal(a, got[1])
+    for _, s in ipairs({ c, a, l, c2, b, l2 }) do s:close() end
+    lselect(nil, nil, 0)
+  end)
+
   it("notices a descriptor number given to another object", function()
     local c, a, l = tcp_pair()
     assert(#lselect({ a }, nil, 0) == 0)

@@ -137,7 +137,7 @@ static void reopen(lua_State *L, selector *s)
 static int object_fd(lua_State *L)
 {
 	int fd = -1;
-	lua_pushliteral(L, "getfd");
+	lua_pushvalue(L, lua_upvalueindex(3)); /* "getfd", interned once */
 	lua_gettable(L, -2);
 	if (!lua_isnil(L, -1)) {
 		lua_pushvalue(L, -2);
@@ -154,7 +154,7 @@ static int object_fd(lua_State *L)
 static int object_dirty(lua_State *L)
 {
 	int is = 0;
-	lua_pushliteral(L, "dirty");
+	lua_pushvalue(L, lua_upvalueindex(4)); /* "dirty" */
 	lua_gettable(L, -2);
 	if (!lua_isnil(L, -1)) {
 		lua_pushvalue(L, -2);
@@ -400,7 +400,11 @@ static int l_selector(lua_State *L)
 		return lepb_syserror(L, "selector", -1, err);
 	s->pid = getpid();
 	lua_newtable(L); /* fd -> the object seen last on it */
-	lua_pushcclosure(L, l_select, 2);
+	/* The method names as upvalues: pushing a C string per object costs a
+	 * hash and a strcmp each time. */
+	lua_pushliteral(L, "getfd");
+	lua_pushliteral(L, "dirty");
+	lua_pushcclosure(L, l_select, 4);
 	return 1;
 }
 
