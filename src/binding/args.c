@@ -8,6 +8,7 @@
 
 #include "binding.h"
 
+#include <limits.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -202,6 +203,61 @@ int lepb_tofd(lua_State *L, int idx, const lep_set *s, int *fd)
 	if (lua_type(L, idx) == LUA_TNUMBER)
 		return number_to_fd(L, idx, s, fd);
 	return object_to_fd(L, idx, s, fd);
+}
+
+int lepb_todescriptor(lua_State *L, int idx, int *fd)
+{
+	FILE *file;
+	int indexable, isint = 0;
+	lua_Integer v;
+
+	if (lua_type(L, idx) == LUA_TNUMBER) {
+		v = lua_tointegerx(L, idx, &isint);
+		if (!isint || v < 0 || v > INT_MAX) {
+			lua_pushliteral(L, "descriptor must be an integer in [0, 2147483647]");
+			return 0;
+		}
+		*fd = (int)v;
+		return 1;
+	}
+	if (lepb_tofile(L, idx, &file)) {
+		if (file == NULL) {
+			lua_pushliteral(L, "attempt to use a closed file");
+			return 0;
+		}
+		*fd = fileno(file);
+		return 1;
+	}
+	indexable = lua_type(L, idx) == LUA_TTABLE;
+	if (lua_type(L, idx) == LUA_TUSERDATA && luaL_getmetafield(L, idx, "__index") != LUA_TNIL) {
+		lua_pop(L, 1);
+		indexable = 1;
+	}
+	if (indexable) {
+		if (lua_getfield(L, idx, "getfd") != LUA_TNIL) {
+			lua_pushvalue(L, idx);
+			lua_call(L, 1, 1);
+			v = lua_tointegerx(L, -1, &isint);
+			lua_pop(L, 1);
+			if (!isint || v < 0 || v > INT_MAX) {
+				lua_pushliteral(L, "getfd returned no descriptor (closed?)");
+				return 0;
+			}
+			*fd = (int)v;
+			return 1;
+		}
+		lua_pop(L, 1);
+	}
+	lepb_pushtypereason(L, idx, "descriptor (integer, file handle or object with getfd)");
+	return 0;
+}
+
+int lepb_checkdescriptor(lua_State *L, int idx)
+{
+	int fd = -1;
+	if (!lepb_todescriptor(L, idx, &fd))
+		luaL_argerror(L, idx, lua_tostring(L, -1));
+	return fd;
 }
 
 int lepb_checkfd(lua_State *L, int idx, const lep_set *s)

@@ -9,7 +9,9 @@
  *               ready_into
  *   tostring.c  tostring(set)
  *   resolver.c  lepoll.resolver(): host names resolved off the thread
- *   fdio.c      lepoll.read and lepoll.write on any descriptor
+ *   fdio.c      lepoll.read and lepoll.write on any descriptor; pipe,
+ *               eventfd, close
+ *   process.c   lepoll.spawn(): child processes
  *   select.c    lepoll.selector(): socket.select on a persistent set
  *   module.c    the module's functions, the C API, luaopen_lepoll
  * Private names start with lepb_.
@@ -74,6 +76,10 @@ LEPB_HIDDEN int lepb_tofd(lua_State *L, int idx, const lep_set *s, int *fd);
 /* A Lua file handle's FILE, NULL when closed; 0 when idx holds none. */
 LEPB_HIDDEN int lepb_tofile(lua_State *L, int idx, FILE **file);
 LEPB_HIDDEN int lepb_checkfd(lua_State *L, int idx, const lep_set *s);
+/* Any descriptor, no set to judge it by: an integer in [0, INT_MAX], an
+ * open file handle's, or what an object's getfd method returns. */
+LEPB_HIDDEN int lepb_todescriptor(lua_State *L, int idx, int *fd);
+LEPB_HIDDEN int lepb_checkdescriptor(lua_State *L, int idx);
 LEPB_HIDDEN int lepb_toflags(lua_State *L, int idx, uint32_t *flags);
 LEPB_HIDDEN uint32_t lepb_checkflags(lua_State *L, int idx);
 /* nil or "never": -1; 0 or "immediately": 0; else seconds, in ms. */
@@ -104,8 +110,10 @@ LEPB_HIDDEN int lepb_tostring(lua_State *L);
 /* Makes the resolver's metatable and sets module.resolver (the module at
  * the top). */
 LEPB_HIDDEN void lepb_register_resolver(lua_State *L);
-/* Sets module.read and module.write (the module at the top). */
+/* Sets module.read, write, pipe, eventfd and close (the module at the top). */
 LEPB_HIDDEN void lepb_register_fdio(lua_State *L);
+/* Makes the process's metatable, sets module.spawn. */
+LEPB_HIDDEN void lepb_register_process(lua_State *L);
 /* Makes the selector's metatable, sets module.selector. */
 LEPB_HIDDEN void lepb_register_select(lua_State *L);
 LEPB_HIDDEN int lepb_iter_ready_protected(lua_State *L);

@@ -2,7 +2,8 @@
  * fdio.c: lepoll.read and lepoll.write, one non-blocking read or write on
  * a descriptor (src/core/fdio.c), what happened given back as values:
  * data, "" at end of file, a count written; nil, "again" when the call
- * would block; nil, message, errname on failure.
+ * would block; nil, message, errname on failure. And the descriptors a
+ * script owns: lepoll.pipe, lepoll.eventfd, lepoll.close.
  */
 #define _POSIX_C_SOURCE 200809L
 
@@ -18,27 +19,6 @@
 #define DEFAULT_READ 65536
 #define MAX_READ (1 << 30)
 
-/* The descriptor at idx: a non-negative integer, or a Lua file handle. */
-static int check_descriptor(lua_State *L, int idx)
-{
-	FILE *file;
-
-	if (lua_type(L, idx) == LUA_TNUMBER) {
-		int isint = 0;
-		lua_Integer v = lua_tointegerx(L, idx, &isint);
-		if (!isint || v < 0 || v > INT_MAX)
-			luaL_argerror(L, idx, "descriptor must be an integer in [0, 2147483647]");
-		return (int)v;
-	}
-	if (lepb_tofile(L, idx, &file)) {
-		if (file == NULL)
-			luaL_argerror(L, idx, "attempt to use a closed file");
-		return fileno(file);
-	}
-	lepb_typeerror(L, idx, "descriptor (integer or file handle)");
-	return -1; /* not reached */
-}
-
 static int again_result(lua_State *L)
 {
 	lua_pushnil(L);
@@ -49,7 +29,7 @@ static int again_result(lua_State *L)
 /* lepoll.read(fd [, max]) */
 static int l_read(lua_State *L)
 {
-	int fd = check_descriptor(L, 1);
+	int fd = lepb_checkdescriptor(L, 1);
 	lua_Integer max = luaL_optinteger(L, 2, DEFAULT_READ);
 	size_t got;
 	int err;
@@ -76,7 +56,7 @@ static int l_read(lua_State *L)
 /* lepoll.write(fd, data [, i [, j]]): data[i..j] as string.sub takes them */
 static int l_write(lua_State *L)
 {
-	int fd = check_descriptor(L, 1);
+	int fd = lepb_checkdescriptor(L, 1);
 	size_t len, put;
 	const char *data = luaL_checklstring(L, 2, &len);
 	lua_Integer i = luaL_optinteger(L, 3, 1);
@@ -105,10 +85,61 @@ static int l_write(lua_State *L)
 	return 1;
 }
 
+/* lepoll.pipe() -> read end, write end (non-blocking, close-on-exec) */
+static int l_pipe(lua_State *L)
+{
+	int fds[2];
+	int err = lep_pipe(fds);
+
+	if (err != 0)
+		return lepb_sysresult(L, "pipe", -1, err);
+	lua_pushinteger(L, fds[0]);
+	lua_pushinteger(L, fds[1]);
+	return 2;
+}
+
+/* lepoll.eventfd([initial [, "semaphore"]]) */
+static int l_eventfd(lua_State *L)
+{
+	static const char *const modes[] = {"counter", "semaphore", NULL};
+	lua_Integer initial = luaL_optinteger(L, 1, 0);
+	int semaphore = luaL_checkoption(L, 2, "counter", modes);
+	int fd, err;
+
+	luaL_argcheck(L, initial >= 0 && initial <= (lua_Integer)UINT_MAX, 1,
+	              "initial count out of range [0, 4294967295]");
+	err = lep_eventfd((unsigned int)initial, semaphore, &fd);
+	if (err != 0)
+		return lepb_sysresult(L, "eventfd", -1, err);
+	lua_pushinteger(L, fd);
+	return 1;
+}
+
+/* lepoll.close(fd): a descriptor the script owns, by number. A file handle
+ * is closed with its own close: closing its number here would leave the
+ * handle to close it again. */
+static int l_close(lua_State *L)
+{
+	int isint = 0;
+	lua_Integer v = lua_tointegerx(L, 1, &isint);
+	int err;
+
+	if (lua_type(L, 1) != LUA_TNUMBER)
+		return lepb_typeerror(L, 1, "descriptor (integer)");
+	luaL_argcheck(L, isint && v >= 0 && v <= INT_MAX, 1,
+	              "descriptor must be an integer in [0, 2147483647]");
+	err = lep_close_fd((int)v);
+	if (err != 0)
+		return lepb_sysresult(L, "close", (int)v, err);
+	lua_pushboolean(L, 1);
+	return 1;
+}
+
 void lepb_register_fdio(lua_State *L)
 {
-	lua_pushcfunction(L, l_read);
-	lua_setfield(L, -2, "read");
-	lua_pushcfunction(L, l_write);
-	lua_setfield(L, -2, "write");
+	static const luaL_Reg fns[] = {
+		{"read", l_read}, {"write", l_write}, {"pipe", l_pipe},
+		{"eventfd", l_eventfd}, {"close", l_close}, {NULL, NULL},
+	};
+	luaL_setfuncs(L, fns, 0);
 }

@@ -10,8 +10,9 @@
  * One job per file: epset.c (the table, epoll_ctl, epoll_wait), check.c
  * (lep_check against /proc/self/fdinfo), names.c (flag and errno names),
  * timeouts.c (seconds to milliseconds, the clock); fdio.c (one non-blocking
- * read or write on any descriptor); resolver.c, with its own
- * header resolver.h, resolves host names on worker threads.
+ * read or write on any descriptor, pipes, eventfds, close); resolver.c,
+ * with its own header resolver.h, resolves host names on worker threads;
+ * child.c, with child.h, starts child processes and learns their end.
  */
 #ifndef LEPOLL_CORE_H
 #define LEPOLL_CORE_H
@@ -137,6 +138,15 @@ LEP_HIDDEN int lep_read(int fd, void *buf, size_t max, size_t *got);
  * (EPIPE rather than SIGPIPE), write(2) on anything else; retried on EINTR.
  * 0 and *put bytes, or the errno (EAGAIN for EWOULDBLOCK too). */
 LEP_HIDDEN int lep_write(int fd, const void *buf, size_t len, size_t *put);
+/* pipe2 with O_NONBLOCK and O_CLOEXEC on both ends: fds[0] reads, fds[1]
+ * writes; both -1 on failure. */
+LEP_HIDDEN int lep_pipe(int fds[2]);
+/* An eventfd, non-blocking and close-on-exec, with counter `initial`;
+ * semaphore: EFD_SEMAPHORE (a read takes 1, not the whole count). */
+LEP_HIDDEN int lep_eventfd(unsigned int initial, int semaphore, int *fd);
+/* close(2), never retried: EINTR counts as closed (Linux has released the
+ * number). 0, or the errno (EBADF for a number not open). */
+LEP_HIDDEN int lep_close_fd(int fd);
 
 /* "in|out|et", canonical order, unnamed bits as one hex literal at the end.
  * Returns the length; writes at most n bytes including the NUL. */
