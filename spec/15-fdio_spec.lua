@@ -1,5 +1,6 @@
 -- lepoll.read and lepoll.write: one non-blocking read or write on a
--- descriptor, the outcome as values, on real pipes and sockets.
+-- descriptor, the outcome as values, on real pipes and sockets; and the
+-- descriptors a script owns: lepoll.pipe, lepoll.eventfd, lepoll.close.
 local lepoll = require "lepoll"
 local socket = require "socket"
 local H = require "support.helpers"
@@ -104,7 +105,10 @@ describe("lepoll.read and lepoll.write", function()
     local cases = {
       { function() return lepoll.read(-1) end, "descriptor must be an integer in [0, 2147483647]" },
       { function() return lepoll.read(1.5) end, "descriptor must be an integer in [0, 2147483647]" },
-      { function() return lepoll.read({}) end, "descriptor (integer or file handle) expected, got table" },
+      { function() return lepoll.read({}) end,
+        "descriptor (integer, file handle or object with getfd) expected, got table" },
+      { function() return lepoll.read({ getfd = function() return -1 end }) end,
+        "getfd returned no descriptor (closed?)" },
       { function() return lepoll.read(f) end, "attempt to use a closed file" },
       { function() return lepoll.read(0, 0) end, "byte count out of range [1, 2^30]" },
       { function() return lepoll.write(1) end, "string expected, got no value" },
@@ -115,5 +119,104 @@ describe("lepoll.read and lepoll.write", function()
       assert.matches(case[2], err, 1, true)
     end
     assert.is_truthy(T)
+  end)
+
+  it("takes objects with a getfd method (a LuaSocket socket)", function()
+    local listener = assert(socket.bind("127.0.0.1", 0))
+    local _, port = listener:getsockname()
+    local c = assert(socket.connect("127.0.0.1", port))
+    local a = assert(listener:accept())
+    listener:close()
+    assert.are.equal(2, lepoll.write(c, "hi"))
+    local got
+    for _ = 1, 100 do
+      got = lepoll.read(a)
+      if got then break end
+      socket.sleep(0.01)
+    end
+    assert.are.equal("hi", got)
+    c:close()
+    a:close()
+  end)
+end)
+
+describe("lepoll.pipe, lepoll.eventfd and lepoll.close", function()
+  H.no_fd_leaks(lazy_setup, lazy_teardown)
+
+  it("pipe gives a non-blocking, close-on-exec pair; close closes each once", function()
+    local r, w = lepoll.pipe()
+    assert.is_true(H.is_open(r) and H.is_open(w))
+    assert.is_true(T.cloexec(r) and T.cloexec(w))
+    assert.are.same({ nil, "again" }, { lepoll.read(r) })
+    assert.are.equal(3, lepoll.write(w, "abc"))
+    assert.are.equal("abc", lepoll.read(r))
+    assert.is_true(lepoll.close(w))
+    assert.are.equal("", lepoll.read(r))
+    assert.is_true(lepoll.close(r))
+    local ok, msg, name = lepoll.close(r)
+    assert.are.same({ nil, "EBADF" }, { ok, name })
+    assert.are.equal(("lepoll: close fd %d: Bad file descriptor (EBADF)"):format(r), msg)
+  end)
+
+  it("a full pipe takes no more: write says 'again'", function()
+    local r, w = lepoll.pipe()
+    local total = 0
+    for _ = 1, 1024 do
+      local n, err = lepoll.write(w, ("x"):rep(65536))
+      if not n then
+        assert.are.equal("again", err)
+        break
+      end
+      total = total + n
+    end
+    assert.is_true(total >= 4096)
+    lepoll.close(r)
+    lepoll.close(w)
+  end)
+
+  it("eventfd counts; in semaphore mode a read takes one", function()
+    local ONE = "\1\0\0\0\0\0\0\0"
+    local fd = lepoll.eventfd(2)
+    assert.are.equal("\2\0\0\0\0\0\0\0", lepoll.read(fd, 8))
+    assert.are.same({ nil, "again" }, { lepoll.read(fd, 8) })
+    assert.are.equal(8, lepoll.write(fd, ONE))
+    assert.are.equal(8, lepoll.write(fd, ONE))
+    assert.are.equal("\2\0\0\0\0\0\0\0", lepoll.read(fd, 8))
+    assert.is_true(T.cloexec(fd))
+    lepoll.close(fd)
+    local sem = lepoll.eventfd(2, "semaphore")
+    assert.are.equal(ONE, lepoll.read(sem, 8))
+    assert.are.equal(ONE, lepoll.read(sem, 8))
+    assert.are.same({ nil, "again" }, { lepoll.read(sem, 8) })
+    lepoll.close(sem)
+  end)
+
+  it("refuses bad arguments with a clear error", function()
+    local cases = {
+      { function() return lepoll.eventfd(-1) end, "initial count out of range [0, 4294967295]" },
+      { function() return lepoll.eventfd(0, "mutex") end, "invalid option 'mutex'" },
+      { function() return lepoll.close(-3) end, "descriptor must be an integer in [0, 2147483647]" },
+      { function() return lepoll.close(io.stdout) end, "descriptor (integer) expected, got " },
+      { function() return lepoll.close() end, "descriptor (integer) expected, got no value" },
+    }
+    for _, case in ipairs(cases) do
+      local ok, err = pcall(case[1])
+      assert.is_false(ok)
+      assert.matches(case[2], err, 1, true)
+    end
+  end)
+
+  it("pipe and eventfd report EMFILE as values, leaving nothing open", function()
+    local script = [[
+      local lepoll = require "lepoll"
+      local T = require "lepoll_test"
+      local before = T.fdcount()
+      T.fault("pipe2", 1, "EMFILE")
+      local a, msg, name = lepoll.pipe()
+      io.write(tostring(a), "|", msg, "|", name, "|", tostring(T.fdcount() == before), "\n")
+    ]]
+    local out = H.run(("%s %s %s -e %s"):format(H.CHILD_ENV, H.preload(H.BUILD .. "/spec/libfaults.so"),
+      H.LUA, H.quote(script)))
+    assert.are.equal("nil|lepoll: pipe: Too many open files (EMFILE)|EMFILE|true\n", out)
   end)
 end)

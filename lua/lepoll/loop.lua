@@ -74,6 +74,7 @@ local tasks = require "lepoll.loop.tasks"
 local slots = require "lepoll.loop.slots"
 local condition = require "lepoll.loop.condition"
 local invariant = require "lepoll.loop.invariant"
+local processes = require "lepoll.loop.processes"
 
 local clock, has, toflags = lepoll.now, lepoll.has, lepoll.flags
 local co_create, co_resume, co_yield, co_status = coroutine.create, coroutine.resume, coroutine.yield,
@@ -120,6 +121,8 @@ local Loop = {
   writable = tasks.writable,
   sleep = tasks.sleep,
   running = tasks.running,
+  process = processes.process,
+  wait_exit = processes.wait_exit,
   invariant = invariant,
 }
 Loop.__index = Loop
@@ -318,6 +321,7 @@ function M.new(opts)
     queue = {}, qfirst = 1, qlast = 0,     -- the run queue
     nqueued = 0,                           -- its live entries
     cond_ids = 0,
+    processes = {},                        -- process -> its record (processes.lua)
     rfd = {}, rfl = {}, nready = 0, rpos = 1, round = 0,
     cur = false, cur_flags = 0,
     current = false,                       -- the task run now (tasks.lua)
@@ -435,6 +439,7 @@ end
 -- tasks woken. After close there is nothing left to wake: 0.
 function Loop:closing(obj)
   if self.closed then return 0 end
+  if self.processes[obj] then return processes.closing(self, obj) end
   local fd = common.resolve(self, obj, 1, "closing", 2)
   local w = self.watchers[fd]
   if w then w:stop() end
@@ -487,6 +492,7 @@ function Loop:close()
   for _, w in pairs(self.watchers) do w.active = false end
   self.watchers, self.slots = {}, {}
   self.nwatchers = 0
+  self.processes = {} -- the processes themselves are the program's
   self.heap:clear()
   for i = 1, self.ndue do
     local t = self.due[i]

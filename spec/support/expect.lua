@@ -79,6 +79,36 @@ function M.no_fd_leaks(lazy_setup, lazy_teardown)
   end)
 end
 
+-- This process's child processes, running or not yet reaped (zombies), as
+-- a sorted string of pids: /proc/PID/task/PID/children.
+function M.children()
+  local stat = assert(io.open("/proc/self/stat"))
+  local pid = stat:read("*l"):match("^(%d+)")
+  stat:close()
+  local f = assert(io.open(("/proc/%s/task/%s/children"):format(pid, pid)))
+  local list = {}
+  for p in f:read("*a"):gmatch("%d+") do list[#list + 1] = tonumber(p) end
+  f:close()
+  table.sort(list)
+  return table.concat(list, " ")
+end
+
+-- The same check as no_fd_leaks for child processes: the block ends with
+-- the children it started with, none left running or unreaped.
+function M.no_child_leaks(lazy_setup, lazy_teardown)
+  local before
+  lazy_setup(function()
+    collectgarbage()
+    collectgarbage()
+    before = M.children()
+  end)
+  lazy_teardown(function()
+    collectgarbage()
+    collectgarbage()
+    luassert.are.equal(before, M.children(), "child processes left behind")
+  end)
+end
+
 -- Whether fd is an open descriptor of this process.
 function M.is_open(fd)
   return T.cloexec(fd) ~= nil

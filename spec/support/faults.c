@@ -2,7 +2,8 @@
  * faults: fault injection for the specs (spec/42-faults_spec.lua), an
  * LD_PRELOAD library built into build/spec/libfaults.so by mk/faults.mk.
  *
- * It wraps epoll_create1, epoll_ctl and epoll_wait: each call goes to the
+ * It wraps epoll_create1, epoll_ctl and epoll_wait, and for child
+ * processes pipe2, posix_spawnp and pidfd_open: each call goes to the
  * next definition (dlsym RTLD_NEXT, normally glibc's) unless a fault is
  * armed for it. Nothing is armed at start, so a process that preloads the
  * library behaves as without it until a fault is armed.
@@ -13,14 +14,16 @@
  *
  *   int lepoll_faults_arm(const char *fn, long nth, int err, long count,
  *                         int after);
- *       Arms fn ("epoll_create1", "epoll_ctl" or "epoll_wait") and restarts
+ *       Arms fn (one of the names above) and restarts
  *       its call count: its nth call from now (1: the next one) fails with
  *       errno err, and so do the calls after it up to count failures in
  *       all (count < 0: every call from the nth on). nth 0 disarms. With
  *       after 0 the failing call does not reach the kernel: nothing
  *       happens, as when the kernel refuses. With after 1 the kernel makes
  *       the call first and only its result is replaced by the failure (a
- *       descriptor epoll_create1 made is closed again, so nothing leaks).
+ *       descriptor epoll_create1, pipe2 or pidfd_open made is closed again,
+ *       so nothing leaks; posix_spawnp takes after 0 only: it fails with
+ *       nothing started, as when fork or exec fails).
  *       Returns 0, or -1 for an unknown fn or nth < 0.
  *   long lepoll_faults_calls(const char *fn);
  *       Calls of fn since it was last armed (since start when never), the
@@ -32,8 +35,10 @@
 
 #include <dlfcn.h>
 #include <errno.h>
+#include <spawn.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <sys/types.h>
 #include <unistd.h>
 
 #define EXPORT __attribute__((visibility("default")))
@@ -43,10 +48,15 @@ EXPORT long lepoll_faults_calls(const char *fn);
 EXPORT int epoll_create1(int flags);
 EXPORT int epoll_ctl(int epfd, int op, int fd, struct epoll_event *event);
 EXPORT int epoll_wait(int epfd, struct epoll_event *events, int maxevents, int timeout);
+EXPORT int pipe2(int fds[2], int flags);
+EXPORT int posix_spawnp(pid_t *pid, const char *file, const posix_spawn_file_actions_t *fa,
+                        const posix_spawnattr_t *attr, char *const argv[], char *const envp[]);
+EXPORT int pidfd_open(pid_t pid, unsigned int flags);
 
-enum { F_CREATE1, F_CTL, F_WAIT, NUM_FNS };
+enum { F_CREATE1, F_CTL, F_WAIT, F_PIPE2, F_SPAWNP, F_PIDFD_OPEN, NUM_FNS };
 
-static const char *const names[NUM_FNS] = {"epoll_create1", "epoll_ctl", "epoll_wait"};
+static const char *const names[NUM_FNS] = {"epoll_create1", "epoll_ctl", "epoll_wait", "pipe2",
+                                           "posix_spawnp", "pidfd_open"};
 
 static struct fault {
 	long calls; /* since armed */
@@ -156,4 +166,56 @@ int epoll_wait(int epfd, struct epoll_event *events, int maxevents, int timeout)
 		return fail_with(F_WAIT);
 	n = fn(epfd, events, maxevents, timeout);
 	return inject ? fail_with(F_WAIT) : n;
+}
+
+int pipe2(int fds[2], int flags)
+{
+	int (*fn)(int *, int);
+	void *p = real(F_PIPE2);
+	int inject = failing(F_PIPE2), rc;
+
+	memcpy(&fn, &p, sizeof fn);
+	if (inject && !faults[F_PIPE2].after)
+		return fail_with(F_PIPE2);
+	rc = fn(fds, flags);
+	if (inject) {
+		if (rc == 0) {
+			(void)close(fds[0]);
+			(void)close(fds[1]);
+		}
+		return fail_with(F_PIPE2);
+	}
+	return rc;
+}
+
+/* posix_spawnp reports failure as its result, not in errno. */
+int posix_spawnp(pid_t *pid, const char *file, const posix_spawn_file_actions_t *fa,
+                 const posix_spawnattr_t *attr, char *const argv[], char *const envp[])
+{
+	int (*fn)(pid_t *, const char *, const posix_spawn_file_actions_t *,
+	          const posix_spawnattr_t *, char *const[], char *const[]);
+	void *p = real(F_SPAWNP);
+
+	memcpy(&fn, &p, sizeof fn);
+	if (failing(F_SPAWNP))
+		return faults[F_SPAWNP].err;
+	return fn(pid, file, fa, attr, argv, envp);
+}
+
+int pidfd_open(pid_t pid, unsigned int flags)
+{
+	int (*fn)(pid_t, unsigned int);
+	void *p = real(F_PIDFD_OPEN);
+	int inject = failing(F_PIDFD_OPEN), fd;
+
+	memcpy(&fn, &p, sizeof fn);
+	if (inject && !faults[F_PIDFD_OPEN].after)
+		return fail_with(F_PIDFD_OPEN);
+	fd = fn(pid, flags);
+	if (inject) {
+		if (fd >= 0)
+			(void)close(fd);
+		return fail_with(F_PIDFD_OPEN);
+	}
+	return fd;
 }

@@ -15,7 +15,8 @@
 --   support.views     values to compare: H.ready, H.ready_names,
 --                     H.default_num_file_descrs, H.loop_counts
 --   support.expect    expectations: H.error_of, H.msg_of, H.msg_anywhere,
---                     H.no_fd_leaks, H.is_open, H.alloc_growth
+--                     H.no_fd_leaks, H.no_child_leaks, H.children,
+--                     H.is_open, H.alloc_growth
 local MODULES = { "compat", "settings", "fixtures", "process", "views", "expect" }
 
 local H = {}

@@ -411,18 +411,19 @@ static int not_preloaded(lua_State *L)
 }
 
 /* fault(fn, nth [, errname [, count [, after]]]) → true: the nth call of fn
- * ("epoll_create1", "epoll_ctl", "epoll_wait") from now fails with the
- * errno named (ENOMEM, ENOSPC, EMFILE, ENFILE, EINTR, EBADF, EEXIST,
- * ENOENT, EPERM, EINVAL), and so do the calls after it up to count failures
+ * (a function spec/support/faults.c wraps) from now fails with the errno
+ * named (ENOMEM, ENOSPC, EMFILE, ENFILE, EINTR, EBADF, EEXIST, ENOENT,
+ * EPERM, EINVAL, EAGAIN, ENOSYS), and so do the calls after it up to count failures
  * (default 1; -1: all). nth 0 disarms. With after true the kernel makes the
  * call and only its result is replaced. Restarts fn's call count. */
 static int t_fault(lua_State *L)
 {
 	static const char *const errnames[] = {"ENOMEM", "ENOSPC", "EMFILE", "ENFILE", "EINTR",
 	                                       "EBADF",  "EEXIST", "ENOENT", "EPERM",  "EINVAL",
-	                                       NULL};
+	                                       "EAGAIN", "ENOSYS", NULL};
 	static const int errs[] = {ENOMEM, ENOSPC, EMFILE, ENFILE, EINTR,
-	                           EBADF,  EEXIST, ENOENT, EPERM,  EINVAL};
+	                           EBADF,  EEXIST, ENOENT, EPERM,  EINVAL,
+	                           EAGAIN, ENOSYS};
 	const char *fn = luaL_checkstring(L, 1);
 	lua_Integer nth = luaL_checkinteger(L, 2);
 	int err = errs[luaL_checkoption(L, 3, "ENOMEM", errnames)];

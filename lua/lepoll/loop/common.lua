@@ -7,7 +7,7 @@ local lepoll = require "lepoll"
 
 local try_flags = lepoll.try_flags
 local error, type, tostring, getmetatable, pcall, rawget = error, type, tostring, getmetatable, pcall, rawget
-local format = string.format
+local format, sub = string.format, string.sub
 local getinfo = debug.getinfo
 
 local M = {}
@@ -139,13 +139,22 @@ end
 
 ---------------------------------------------------------------- failures
 
+-- The standalone interpreters (lua, luajit) stop a script on Ctrl-C by
+-- raising "interrupted!" from a hook, in whatever code runs then: that is
+-- the user's decision, not a callback's failure, so it never goes to
+-- on_error; run raises it. (A script that wants Ctrl-C as an event
+-- watches SIGINT: l:signal.)
+local function interrupted(err)
+  return type(err) == "string" and sub(err, -12) == "interrupted!"
+end
+
 -- A callback, timer or task failed with self.err (already recorded, with
 -- self.trace). With on_error, it handles the error now; otherwise the
 -- round winds down and run raises it. Takes the record before the call
 -- (reserved, so the call itself cannot fail): on_error runs once.
 function M.failed(self, obj)
   local on_error = self.on_error
-  if on_error then
+  if on_error and not interrupted(self.err) then
     M.reserve()
     local err, trace = self.err, self.trace
     self.err = false
