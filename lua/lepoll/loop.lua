@@ -79,6 +79,7 @@ local processes = require "lepoll.loop.processes"
 local clock, has, toflags = lepoll.now, lepoll.has, lepoll.flags
 local co_create, co_resume, co_yield, co_status = coroutine.create, coroutine.resume, coroutine.yield,
   coroutine.status
+local co_running, gethook = coroutine.running, debug.gethook
 local xpcall, error, type, pairs, setmetatable, rawequal = xpcall, error, type, pairs, setmetatable, rawequal
 local tostring, pcall = tostring, pcall
 local format = string.format
@@ -108,8 +109,10 @@ end
 
 local MODES = { default = true, once = true, nowait = true }
 
--- What the runner yields when a run is over.
+-- What the runner yields when a run is over, and between rounds for a hook
+-- of the caller's to run (Ctrl-C, see pause).
 local DONE = setmetatable({}, { __tostring = function() return "lepoll.loop run done" end })
+local PAUSE = setmetatable({}, { __tostring = function() return "lepoll.loop pause" end })
 
 local M = { _VERSION = "lepoll.loop 0.2.0" }
 
@@ -232,11 +235,27 @@ local function round(self, mode, limit)
   dispatch_io(self)
   if self.failed or self.closed then return end
   timers.run_timers(self, task_timer)
+  return result
+end
+
+-- Ctrl-C. The standalone interpreter (lua) answers SIGINT by setting a
+-- hook on its main thread that raises "interrupted!" at the next
+-- instruction there; but rounds run in the runner, a thread of their own
+-- whose hook that is not (hooks are per thread, except on LuaJIT). So
+-- between rounds the runner hands control back to drive, in the caller's
+-- thread, whenever a signal interrupted the wait or the caller has a hook
+-- set: the hook runs there, its error leaves run, and the loop, between
+-- rounds, is intact (drive then starts a new runner; see PAUSE).
+local function pause(self)
+  self.in_run, self.paused = false, true
+  co_yield(PAUSE)
+  self.in_run, self.paused = true, false
 end
 
 local function run_rounds(self, mode, limit)
+  local caller = self.caller
   while alive(self) do
-    round(self, mode, limit)
+    if round(self, mode, limit) == "interrupted" or (caller and gethook(caller)) then pause(self) end
     if self.failed or self.closed or mode ~= "default" or self.stopping then break end
   end
   return alive(self)
@@ -261,12 +280,17 @@ local function drive(self, mode, limit)
     error("the loop is already running (run called from one of its callbacks or tasks)", 3)
   end
   local runner = self.runner
-  if not runner then
+  if not runner or self.paused then
+    -- (paused: an error, Ctrl-C's, left the last run at a pause, between
+    -- rounds; that runner is dropped)
     runner = new_runner(self)
-    self.runner = runner
+    self.runner, self.paused = runner, false
   end
   self.stopping = false
+  self.caller = co_running() or false
   local ok, tag, more = co_resume(runner, mode, limit)
+  while ok and rawequal(tag, PAUSE) do ok, tag, more = co_resume(runner) end
+  self.caller = false
   local cur = self.cur
   self.in_run, self.stopping, self.cur = false, false, false
   if not ok then
@@ -326,7 +350,7 @@ function M.new(opts)
     cur = false, cur_flags = 0,
     current = false,                       -- the task run now (tasks.lua)
     in_run = false, stopping = false, closed = false,
-    runner = false,
+    runner = false, paused = false, caller = false,
     failed = false, err = false, trace = false, htrace = false,
     nrounds = 0, nevents = 0, nwaits = 0, nctl = 0,
   }, Loop)
