@@ -3,7 +3,6 @@
 -- pidfd; and Ctrl-C (the interpreter's "interrupted!") never taken for a
 -- callback's failure.
 local lepoll = require "lepoll"
-local loop = require "lepoll.loop"
 local H = require "support.helpers"
 
 local C = H.cleanups(function(fn) finally(fn) end)
@@ -138,7 +137,8 @@ describe("lepoll.loop's child processes", function()
       end))
       local q = assert(l:process { "sleep", "30" })
       l:spawn(function()
-        io.write("timeout: ", table.concat({ tostring(select(1, l:wait_exit(q, 0.1))), select(2, l:wait_exit(q, 0)) }, " "), "\n")
+        local none, why = l:wait_exit(q, 0.1)
+        io.write("timeout: ", tostring(none), " ", why, "\n")
         q:kill()
         io.write("wait_exit ", table.concat({ l:wait_exit(q) }, " "), "\n")
       end)
