@@ -328,6 +328,18 @@ describe("the documentation", function()
     rep.check()
   end)
 
+  it("documents every method of a process, and describes its metamethods", function()
+    local p = assert(lepoll.spawn { "true" })
+    finally(function() p:close() end)
+    -- Its __index is a function (the fields pid, stdin, ...), its methods
+    -- that function's upvalue.
+    local _, methods = debug.getupvalue(getmetatable(p).__index, 1)
+    local rep = report()
+    entries(rep, "p", ":", functions_of(methods))
+    metamethods_described(rep, p, "p", "reference.md")
+    rep.check()
+  end)
+
   it("documents every method of a set, and describes its metamethods", function()
     local ep = lepoll.create()
     finally(function() ep:close() end)

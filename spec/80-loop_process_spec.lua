@@ -107,6 +107,16 @@ describe("lepoll.loop's child processes", function()
     assert.is_false(l:run()) -- nothing to do: run returns at once
   end)
 
+  it("runs the example of doc/loop.md's Child processes", function()
+    local doc = H.slurp("doc/loop.md")
+    local section = doc:match("\n## Child processes\n(.-)\n## ")
+    local code = assert(section:match("```lua\n(.-)```"), "no example")
+    local out = lua_child(code)
+    -- the output's end and the child's may come in one round, in either order
+    local without_end = out:gsub("ended:\texit\t0\n", "", 1)
+    assert.are.equal("one\ntwo\n", without_end, out)
+  end)
+
   it("refuses bad arguments", function()
     local l = C.new_loop()
     assert.matches("bad argument #1 to 'process' %(table expected, got string%)",
