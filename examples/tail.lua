@@ -15,24 +15,20 @@
 --
 --     tail: heartbeat 3: 2 lines, 11 bytes
 --
--- (lines printed and bytes read so far) and a last line at the end:
+-- (lines printed and bytes read so far) and a last line at the end, with
+-- the number of reads it took (the last one finds the end):
 --
---     tail: end of input: 4 lines, 30 bytes
+--     tail: end of input: 4 lines, 30 bytes, 3 reads
 --
--- How it reads. Lua's io library reads through C stdio, which is no help
--- next to epoll in two ways: a buffered FILE reads ahead, and the lines it
--- holds are no longer in the kernel, so epoll, which watches the
--- descriptor, never reports them; and read("l") or read(n) wait for a whole
--- line or n bytes, blocking the whole loop (no heartbeat, no timers) when
--- the writer stops in the middle of a line. So the input is made
--- unbuffered, and each readiness event reads one byte: on an unbuffered
--- FILE, read(1) is exactly one read(2) of one byte, which cannot block as
--- the descriptor is readable (a byte, or end of input), and leaves the rest
--- in the kernel, where the level-triggered watcher sees it again in the
--- next round. It costs a round and a system call per byte, plenty for
--- following logs; a program that must read megabytes per second reads the
--- descriptor with a non-blocking read of its own (a LuaSocket socket, or a
--- few lines of C) instead of stdio.
+-- How it reads. Not through Lua's io library: C stdio reads ahead, and the
+-- lines it holds are no longer in the kernel, where epoll would see them;
+-- and read("l") or read(n) wait for a whole line or n bytes, blocking the
+-- whole loop (no heartbeat, no timers) when the writer stops in the middle
+-- of a line. Each readiness event makes one read(2) of what is there, up
+-- to 64 KiB (lepoll.read on the handle's descriptor), which cannot block as
+-- the descriptor is readable; complete lines are printed, the rest kept
+-- for the next read.
+local lepoll = require "lepoll"
 local loop = require "lepoll.loop"
 
 local interval, path = ...
@@ -52,16 +48,23 @@ if path then
     os.exit(2)
   end
 end
-input:setvbuf("no") -- before any read: nothing is ever read ahead
 
 local l = loop.new()
-local line, lines, bytes = {}, 0, 0
+local rest, lines, bytes, reads = "", 0, 0, 0
 
-local function emit()
-  io.stdout:write(table.concat(line))
-  io.stdout:flush()
-  line = {}
-  lines = lines + 1
+-- Prints the complete lines of rest .. data, keeps the last partial one.
+local function take(data)
+  local text = rest .. data
+  local last = 0
+  for stop in text:gmatch("()\n") do
+    lines = lines + 1
+    last = stop
+  end
+  rest = text:sub(last + 1)
+  if last > 0 then
+    io.stdout:write(text:sub(1, last))
+    io.stdout:flush()
+  end
 end
 
 local beats = 0
@@ -72,22 +75,28 @@ end, interval)
 
 local failure
 local function on_input(watcher)
-  local c, err = input:read(1)
-  if c then
-    bytes = bytes + 1
-    line[#line + 1] = c
-    if c == "\n" then emit() end
+  local data, err = lepoll.read(input)
+  if data == nil and err == "again" then return end -- someone else took it
+  if data and data ~= "" then
+    reads, bytes = reads + 1, bytes + #data
+    take(data)
     return
   end
-  -- The end of input (nil), or an error (nil and a message): done.
-  if #line > 0 then emit() end
+  -- The end of input (""), or an error (nil, message): done.
+  if data then reads = reads + 1 end
+  if #rest > 0 then
+    io.stdout:write(rest)
+    io.stdout:flush()
+    lines, rest = lines + 1, ""
+  end
   watcher:stop()
   heartbeat:stop()
-  if err then
+  if not data then
     failure = err
     io.stderr:write("tail: ", err, "\n")
   else
-    io.stderr:write(("tail: end of input: %d lines, %d bytes\n"):format(lines, bytes))
+    io.stderr:write(("tail: end of input: %d lines, %d bytes, %d read%s\n"):format(lines, bytes, reads,
+      reads == 1 and "" or "s"))
   end
 end
 
