@@ -4,8 +4,9 @@
 -- are in lepoll/loop/: watchers.lua (I/O watchers), timers.lua (timers),
 -- heap.lua (the timer heap), tasks.lua (tasks and their waits), slots.lua
 -- (the descriptors tasks wait on), condition.lua (conditions),
--- invariant.lua (l:invariant), common.lua (the argument checks and error
--- records they share).
+-- processes.lua (child processes), signals.lua (signals), invariant.lua
+-- (l:invariant), common.lua (the argument checks and error records they
+-- share).
 --
 -- One epoll set per loop; I/O watchers (callbacks per descriptor), timers
 -- in a binary min-heap, and tasks (coroutines) that wait for readability,
@@ -75,6 +76,7 @@ local slots = require "lepoll.loop.slots"
 local condition = require "lepoll.loop.condition"
 local invariant = require "lepoll.loop.invariant"
 local processes = require "lepoll.loop.processes"
+local signals = require "lepoll.loop.signals"
 
 local clock, has, toflags = lepoll.now, lepoll.has, lepoll.flags
 local co_create, co_resume, co_yield, co_status = coroutine.create, coroutine.resume, coroutine.yield,
@@ -126,6 +128,8 @@ local Loop = {
   running = tasks.running,
   process = processes.process,
   wait_exit = processes.wait_exit,
+  signal = signals.signal,
+  wait_signal = signals.wait_signal,
   invariant = invariant,
 }
 Loop.__index = Loop
@@ -346,6 +350,8 @@ function M.new(opts)
     nqueued = 0,                           -- its live entries
     cond_ids = 0,
     processes = {},                        -- process -> its record (processes.lua)
+    sigset = false, sigwatch = false,      -- the signal set, its watcher (signals.lua)
+    sigs = {},                             -- signal number -> its record
     rfd = {}, rfl = {}, nready = 0, rpos = 1, round = 0,
     cur = false, cur_flags = 0,
     current = false,                       -- the task run now (tasks.lua)
@@ -517,6 +523,7 @@ function Loop:close()
   self.watchers, self.slots = {}, {}
   self.nwatchers = 0
   self.processes = {} -- the processes themselves are the program's
+  signals.close(self) -- the signals the loop watched go back to what they were
   self.heap:clear()
   for i = 1, self.ndue do
     local t = self.due[i]

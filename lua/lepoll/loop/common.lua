@@ -96,6 +96,8 @@ function M.describe(obj)
     return format("io watcher on fd %d (callback %s)", obj.fd, defined_at(obj.callback))
   elseif kind == "timer" then
     return format("timer #%d (callback %s)", obj.id, defined_at(obj.callback))
+  elseif kind == "signal" then
+    return format("signal watcher for %s (callback %s)", obj.name, defined_at(obj.callback))
   end
   return format("task #%d (function %s)", obj.id, defined_at(obj.fn))
 end
