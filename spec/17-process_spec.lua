@@ -112,6 +112,34 @@ describe("lepoll.spawn", function()
     assert.are.equal("to-stderr\n", T.read(r))
   end)
 
+  it("stderr = 'stdout' sends both streams to one pipe", function()
+    local p = spawn { "sh", "-c", "echo out; echo err >&2; echo out2", stdout = "pipe", stderr = "stdout" }
+    assert.is_nil(p.stderr)
+    assert.are.equal("out\nerr\nout2\n", read_all(p.stdout))
+    p:wait()
+  end)
+
+  it("newgroup: the child leads a process group, which killgroup ends whole", function()
+    local p = spawn { "sh", "-c", "sleep 30 & echo $!; wait", stdout = "pipe", newgroup = true }
+    local ep = C.new_set()
+    ep:set(p.stdout, "in")
+    ep:wait(10)
+    local grandchild = assert(tonumber(lepoll.read(p.stdout):match("%d+")))
+    assert.are.equal(tostring(p.pid), (H.run("ps -o pgid= -p " .. grandchild):gsub("%s", "")))
+    assert.is_true(p:killgroup())
+    assert.are.same({ "signal", 15 }, { p:wait() })
+    local gone = false
+    for _ = 1, 200 do -- the grandchild is init's to reap
+      gone = H.run("ps -o stat= -p " .. grandchild):match("^%s*Z?%s*$") ~= nil
+      if gone then break end
+      ep:wait(0.01)
+    end
+    assert.is_true(gone, "the grandchild still runs")
+    local q = spawn { "true" }
+    assert.has_error(function() q:killgroup() end)
+    q:wait()
+  end)
+
   it("gives descriptors at the numbers asked for, and no other", function()
     local r1, w1 = C.pipe()
     local r2, w2 = C.pipe()

@@ -136,8 +136,8 @@ static char **read_env(lua_State *L, int spec, int anchor)
 	return envp;
 }
 
-/* spec.stdin, stdout or stderr: "inherit" (or nil), "null", "pipe" or a
- * descriptor. */
+/* spec.stdin, stdout or stderr: "inherit" (or nil), "null", "pipe", for
+ * stderr "stdout", or a descriptor. */
 static int read_stream(lua_State *L, int spec, int i)
 {
 	int fd = -1;
@@ -148,13 +148,15 @@ static int read_stream(lua_State *L, int spec, int i)
 	}
 	if (lua_type(L, -1) == LUA_TSTRING) {
 		const char *s = lua_tostring(L, -1);
-		int how = strcmp(s, "inherit") == 0 ? LEP_STDIO_INHERIT
-		        : strcmp(s, "null") == 0    ? LEP_STDIO_NULL
-		        : strcmp(s, "pipe") == 0    ? LEP_STDIO_PIPE
-		                                    : 0;
+		int how = strcmp(s, "inherit") == 0           ? LEP_STDIO_INHERIT
+		        : strcmp(s, "null") == 0              ? LEP_STDIO_NULL
+		        : strcmp(s, "pipe") == 0              ? LEP_STDIO_PIPE
+		        : i == 2 && strcmp(s, "stdout") == 0 ? LEP_STDIO_STDOUT
+		                                              : 0;
 		if (how == 0)
 			spec_error(L, lua_pushfstring(L, "field '%s'", stream_names[i]),
-			           "\"pipe\", \"inherit\", \"null\" or a descriptor expected, got \"%s\"", s);
+			           "\"pipe\", \"inherit\", \"null\"%s or a descriptor expected, got \"%s\"",
+			           i == 2 ? ", \"stdout\"" : "", s);
 		lua_pop(L, 1);
 		return how;
 	}
@@ -214,6 +216,8 @@ static int l_spawn(lua_State *L)
 	for (i = 0; i < 3; i++)
 		o.stdio[i] = read_stream(L, 1, i);
 	o.nextra = read_extra(L, 1, from, to);
+	lua_getfield(L, 1, "newgroup");
+	o.newgroup = lua_toboolean(L, -1);
 	o.from = from;
 	o.to = to;
 
@@ -276,6 +280,22 @@ static int p_kill(lua_State *L)
 	err = lep_child_kill(c, sig);
 	if (err != 0)
 		return lepb_sysresult(L, "kill", -1, err);
+	lua_pushboolean(L, 1);
+	return 1;
+}
+
+/* p:killgroup([sig]) -> true, or nil, message, errname: to the process
+ * group it leads (spawned with newgroup), also after it ended while others
+ * of the group live */
+static int p_killgroup(lua_State *L)
+{
+	lep_child *c = checkprocess(L);
+	int sig = check_signal(L, 2, SIGTERM);
+	int err;
+	luaL_argcheck(L, c->group, 1, "not started with newgroup: it leads no process group");
+	err = lep_child_killgroup(c, sig);
+	if (err != 0)
+		return lepb_sysresult(L, "killgroup", -1, err);
 	lua_pushboolean(L, 1);
 	return 1;
 }
@@ -352,7 +372,8 @@ static int p_index(lua_State *L)
 void lepb_register_process(lua_State *L)
 {
 	static const luaL_Reg methods[] = {
-		{"status", p_status}, {"wait", p_wait}, {"kill", p_kill}, {"getfd", p_getfd},
+		{"status", p_status}, {"wait", p_wait}, {"kill", p_kill}, {"killgroup", p_killgroup},
+		{"getfd", p_getfd},
 		{"closepipe", p_closepipe}, {"close", p_close}, {NULL, NULL},
 	};
 	luaL_newmetatable(L, PROCESS_MT);

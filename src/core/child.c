@@ -34,6 +34,7 @@ void lep_child_init(lep_child *c)
 	c->pipes[0] = c->pipes[1] = c->pipes[2] = -1;
 	c->how = LEP_CHILD_RUNNING;
 	c->code = 0;
+	c->group = 0;
 }
 
 static void close_fd(int *fd)
@@ -107,7 +108,8 @@ static int check_targets(const lep_spawn_opts *o, int *highest)
 {
 	int i, j;
 	*highest = 2;
-	if (o->nextra < 0 || o->nextra > MAX_GIVEN)
+	if (o->nextra < 0 || o->nextra > MAX_GIVEN || o->stdio[0] == LEP_STDIO_STDOUT ||
+	    o->stdio[1] == LEP_STDIO_STDOUT)
 		return EINVAL;
 	for (i = 0; i < o->nextra; i++) {
 		if (o->to[i] < 3)
@@ -135,15 +137,22 @@ static int gather(const lep_spawn_opts *o, given *g, int highest)
 	return err;
 }
 
+/* The streams in order (stderr may copy stdout), then the extra
+ * descriptors; g holds the streams' sources first, in order. */
 static int file_actions(const lep_spawn_opts *o, const given *g, int highest,
                         posix_spawn_file_actions_t *fa)
 {
-	int i, err = 0;
-	for (i = 0; i < g->n && err == 0; i++)
-		err = posix_spawn_file_actions_adddup2(fa, g->sources[i], g->targets[i]);
-	for (i = 0; i < 3 && err == 0; i++)
-		if (o->stdio[i] == LEP_STDIO_NULL)
+	int i, k = 0, err = 0;
+	for (i = 0; i < 3 && err == 0; i++) {
+		if (o->stdio[i] == LEP_STDIO_PIPE || o->stdio[i] >= 0)
+			err = posix_spawn_file_actions_adddup2(fa, g->sources[k++], i);
+		else if (o->stdio[i] == LEP_STDIO_NULL)
 			err = posix_spawn_file_actions_addopen(fa, i, "/dev/null", i == 0 ? O_RDONLY : O_WRONLY, 0);
+		else if (o->stdio[i] == LEP_STDIO_STDOUT)
+			err = posix_spawn_file_actions_adddup2(fa, 1, 2);
+	}
+	for (; k < g->n && err == 0; k++)
+		err = posix_spawn_file_actions_adddup2(fa, g->sources[k], g->targets[k]);
 	for (i = 3; i < highest && err == 0; i++)
 		if (!is_target(o, i))
 			err = posix_spawn_file_actions_addclose(fa, i);
@@ -157,17 +166,22 @@ static int file_actions(const lep_spawn_opts *o, const given *g, int highest,
 /* The child starts with no signal blocked and every action the default:
  * signals this process watches through a signalfd, or ignores, are not
  * the program's business. */
-static int attributes(posix_spawnattr_t *attr)
+static int attributes(const lep_spawn_opts *o, posix_spawnattr_t *attr)
 {
 	sigset_t none, all;
+	short flags = POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF;
 	int err;
 	sigemptyset(&none);
 	sigfillset(&all);
 	err = posix_spawnattr_setsigmask(attr, &none);
 	if (err == 0)
 		err = posix_spawnattr_setsigdefault(attr, &all);
+	if (err == 0 && o->newgroup) {
+		flags |= POSIX_SPAWN_SETPGROUP;
+		err = posix_spawnattr_setpgroup(attr, 0); /* its own pid */
+	}
 	if (err == 0)
-		err = posix_spawnattr_setflags(attr, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
+		err = posix_spawnattr_setflags(attr, flags);
 	return err;
 }
 
@@ -198,7 +212,7 @@ int lep_spawn(const lep_spawn_opts *o, lep_child *c)
 	if (err == 0) {
 		err = file_actions(o, &g, highest, &fa);
 		if (err == 0)
-			err = attributes(&attr);
+			err = attributes(o, &attr);
 		/* glibc reports a failed exec here, the child already reaped */
 		if (err == 0)
 			err = posix_spawnp(&pid, o->file, &fa, &attr, o->argv,
@@ -215,6 +229,7 @@ int lep_spawn(const lep_spawn_opts *o, lep_child *c)
 	lep_child_init(c);
 	c->pid = pid;
 	c->parent = getpid();
+	c->group = o->newgroup != 0;
 	for (i = 0; i < 3; i++)
 		c->pipes[i] = g.ends[i];
 	/* No pidfd (a kernel before 5.3, or no descriptor left): the caller
@@ -268,6 +283,13 @@ int lep_child_kill(lep_child *c, int sig)
 	else
 		rc = kill(c->pid, sig);
 	return rc == 0 ? 0 : errno;
+}
+
+int lep_child_killgroup(lep_child *c, int sig)
+{
+	if (c->pid <= 0 || !c->group)
+		return c->pid <= 0 ? ESRCH : EINVAL;
+	return kill(-c->pid, sig) == 0 ? 0 : errno;
 }
 
 void lep_child_close_pipe(lep_child *c, int i)

@@ -22,6 +22,7 @@
 #define LEP_STDIO_INHERIT (-1) /* this process's own */
 #define LEP_STDIO_NULL    (-2) /* /dev/null */
 #define LEP_STDIO_PIPE    (-3) /* a pipe; this process gets the other end */
+#define LEP_STDIO_STDOUT  (-4) /* stderr only: wherever stdout goes */
 
 /* How a child ended (lep_child.how). */
 #define LEP_CHILD_RUNNING  0
@@ -37,6 +38,7 @@ typedef struct {
 	const int *from;   /* nextra descriptors of this process, each ... */
 	const int *to;     /* ... the child's descriptor to[i] (>= 3, distinct) */
 	int nextra;
+	int newgroup;      /* 1: the child leads a process group of its own */
 } lep_spawn_opts;
 
 typedef struct {
@@ -48,6 +50,7 @@ typedef struct {
 	                * non-blocking and close-on-exec; -1 when none */
 	int how;       /* LEP_CHILD_* */
 	int code;
+	int group;     /* 1: it leads a process group of its own */
 } lep_child;
 
 /* The empty child: nothing to close. */
@@ -68,6 +71,9 @@ LEP_HIDDEN int lep_child_poll(lep_child *c, int block);
 
 /* Sends sig (through the pidfd when there is one). ESRCH once reaped. */
 LEP_HIDDEN int lep_child_kill(lep_child *c, int sig);
+/* Sends sig to the process group the child leads (started with newgroup),
+ * also after the child itself was reaped while others of its group live. */
+LEP_HIDDEN int lep_child_killgroup(lep_child *c, int sig);
 
 /* Closes this process's pipe end for stream i (0, 1, 2). */
 LEP_HIDDEN void lep_child_close_pipe(lep_child *c, int i);
