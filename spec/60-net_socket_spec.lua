@@ -461,12 +461,12 @@ describe("a wrapped socket", function()
     assert.are.same({ "datagram", HOST, true, "reply", nil, "timeout" }, { r[1], r[2], r[3], r[4], r[5], r[6] })
   end)
 
-  H.it_if(H.has.toclose, "closes with <close> on 5.4", function()
+  H.it_if(it, pending, H.has.toclose, "needs Lua 5.4: <close>")("closes with <close>", function()
     local chunk = H.load([[
       local l, socket = ...
       local fd
       do
-        local w <close> = l:wrap(socket.tcp())
+        local w <close> = l:wrap(assert(socket.bind("127.0.0.1", 0))) -- (socket.tcp() has no descriptor yet)
         fd = w:getfd()
       end
       return fd
