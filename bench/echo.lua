@@ -13,6 +13,10 @@
 -- median over the rounds, and its ratio to the C server's median in this
 -- run. --out FILE gets a Markdown section (make bench: build/bench/echo.md);
 -- --smoke runs each server once, tiny, and ends with "N passed, N failed".
+local HERE = arg[0]:match("^(.*)/") or "."
+package.path = HERE .. "/lib/?.lua;" .. package.path
+local measure = require "measure"
+
 local MSG = 64 -- bytes per message, as the section's title says
 
 local opt = { rounds = 5, seconds = 2, warmup = 0.5, conns = 100, lua = "lua5.4", bin = "build/bench", pin = true }
@@ -34,31 +38,11 @@ if opt.smoke then -- seconds in all: every server once, 4 connections
 	opt.rounds, opt.seconds, opt.warmup, opt.conns = 1, 0.2, 0.05, 4
 end
 local ROUNDS = math.max(1, math.floor(opt.rounds))
-local DIR = (arg[0]:match("^(.*)/") or ".") .. "/echo"
+local DIR = HERE .. "/echo"
 local LOADGEN = opt.bin .. "/echo-loadgen"
 
-local function sh_quote(s)
-	return "'" .. s:gsub("'", "'\\''") .. "'"
-end
-
-local function sh(cmd)
-	local f = io.popen(cmd .. " 2>/dev/null")
-	local s = f and f:read("a") or ""
-	if f then f:close() end
-	return (s:gsub("%s+$", ""))
-end
-
--- The CPUs this process may run on, in order (Cpus_allowed_list: "0-1,4").
-local function allowed_cpus()
-	local cpus, f = {}, io.open("/proc/self/status")
-	local list = f and f:read("a"):match("Cpus_allowed_list:%s*(%S+)") or ""
-	if f then f:close() end
-	for part in list:gmatch("[^,]+") do
-		local a, b = part:match("^(%d+)-?(%d*)$")
-		for c = tonumber(a) or 0, tonumber(b) or tonumber(a) or -1 do cpus[#cpus + 1] = c end
-	end
-	return cpus
-end
+measure.setup({ pin = opt.pin, count = false }) -- the load generator pins; nothing is counted
+local sh_quote, sh, summary = measure.sh_quote, measure.sh, measure.summary
 
 local servers = {
 	{ key = "c", name = "C (epoll)", cmd = { opt.bin .. "/echo-server" } },
@@ -78,8 +62,7 @@ for _, s in ipairs(servers) do
 	end
 end
 
-local cpus = allowed_cpus()
-local PIN = opt.pin and #cpus >= 2
+local cpus, PIN = measure.cpus, measure.PIN
 local pin_args = PIN and ("-S %d -L %d "):format(cpus[1], cpus[2]) or ""
 
 -- One load generator run. -> { rtps=, server_cpu=, loadgen_cpu= } or nil, why
@@ -87,10 +70,8 @@ local function run(s)
 	local f = io.open(LOADGEN)
 	if not f then return nil, LOADGEN .. " missing (make builds it)" end
 	f:close()
-	local argv = {}
-	for i, a in ipairs(s.cmd) do argv[i] = sh_quote(a) end
 	local cmd = ("%s -c %d -m %d -w %g -d %g %s-- %s"):format(sh_quote(LOADGEN), opt.conns, MSG, opt.warmup,
-		opt.seconds, pin_args, table.concat(argv, " "))
+		opt.seconds, pin_args, measure.argv(s.cmd))
 	local p = assert(io.popen(cmd))
 	local out = p:read("a")
 	local ok, how, code = p:close()
@@ -99,15 +80,6 @@ local function run(s)
 	if ok and r.rtps and r.rtps > 0 and r.errors == 0 and r.server_cpu then return r end
 	local why = out:match("failed: ([^\n]*)") or ("echo-loadgen ended by %s %s"):format(how, code)
 	return nil, why
-end
-
--- -> median, min, max of a non-empty list ((n+1)//2 and n//2+1 are the
--- middle element twice when n is odd, the two middle ones when even).
-local function summary(t)
-	local s = table.move(t, 1, #t, 1, {})
-	table.sort(s)
-	local n = #s
-	return (s[(n + 1) // 2] + s[n // 2 + 1]) / 2, s[1], s[n]
 end
 
 -- ------------------------------------------------------------------ runs
@@ -158,12 +130,9 @@ end
 local by = {}
 for _, s in ipairs(servers) do by[s.key] = s end
 
--- "met (1.31×)" or "missed by 12.0% (0.88×)": a ratio against its target.
+-- a's median rate against b's, as a ratio that should reach target
 local function verdict(a, b, target)
-	if not (a and a.median and b and b.median) then return "not measured" end
-	local ratio = a.median / b.median
-	if ratio >= target then return ("met (%.2f×)"):format(ratio) end
-	return ("missed by %.1f%% (%.2f×)"):format((1 - ratio / target) * 100, ratio)
+	return measure.verdict_at_least(a and a.median and b and b.median and a.median / b.median, target)
 end
 
 local function report()
@@ -227,18 +196,8 @@ local function report()
 end
 
 if not opt.smoke then
-	local text = report()
-	if opt.out then
-		local f = assert(io.open(opt.out, "w"))
-		f:write(text)
-		f:close()
-		print("bench echo: wrote " .. opt.out)
-	else
-		io.write(text)
-	end
+	measure.write_report("echo", report(), opt.out)
 	print("echo: lepoll ≥ luv: " .. verdict(by.lepoll, by.luv, 1))
 	print("echo: lepoll ≥ 3× socket.select: " .. verdict(by.lepoll, by.select, 3))
 end
-print(("bench echo: %.1f s"):format(clock() - t_start))
-print(("%d passed, %d failed"):format(passed, failed))
-os.exit(failed == 0 and 0 or 1)
+measure.finish("echo", clock() - t_start, passed, failed)

@@ -145,16 +145,11 @@ for _, style in ipairs(STYLES) do
 	end
 end
 
-local function range(t, fmt)
-	return (fmt .. " (" .. fmt .. "–" .. fmt .. ")"):format(t[1], t[2], t[3])
-end
-
+local range = measure.range
 local wrapped = results.wrapped
 local verdict = {
 	("HTTP: wrapped sockets' CPU per request ≤ %.2f× luv's"):format(CPU_TARGET),
-	not wrapped.ratio and "not measured" or wrapped.ratio[1] <= CPU_TARGET
-		and ("met (%.2f×)"):format(wrapped.ratio[1])
-		or ("missed by %.1f%% (%.2f×)"):format((wrapped.ratio[1] / CPU_TARGET - 1) * 100, wrapped.ratio[1]),
+	measure.verdict_at_most(wrapped.ratio and wrapped.ratio[1], CPU_TARGET),
 }
 
 local function report()
@@ -208,17 +203,7 @@ local function report()
 end
 
 if not opt.smoke then
-	local text = report()
-	if opt.out then
-		local f = assert(io.open(opt.out, "w"))
-		f:write(text)
-		f:close()
-		print("bench http: wrote " .. opt.out)
-	else
-		io.write(text)
-	end
+	measure.write_report("http", report(), opt.out)
 	print(("http: %s: %s"):format(verdict[1], verdict[2]))
 end
-print(("bench http: %.1f s"):format(socket.gettime() - t_start))
-print(("%d passed, %d failed"):format(passed, failed))
-os.exit(failed == 0 and 0 or 1)
+measure.finish("http", socket.gettime() - t_start, passed, failed)

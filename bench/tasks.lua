@@ -346,9 +346,7 @@ end
 
 -- ---------------------------------------------------------------- report
 
-local function range(t, fmt)
-	return (fmt .. " (" .. fmt .. "–" .. fmt .. ")"):format(t[1], t[2], t[3])
-end
+local range = measure.range
 
 local verdicts = {}
 for _, load in ipairs(LOADS) do
@@ -356,8 +354,7 @@ for _, load in ipairs(LOADS) do
 	local ratio = lr.ratio
 	verdicts[#verdicts + 1] = {
 		("%s: task style CPU per request ≤ %.2f× watcher style"):format(load.short, CPU_TARGET),
-		not ratio and "not measured" or ratio.cpu[1] <= CPU_TARGET and ("met (%.2f×)"):format(ratio.cpu[1])
-			or ("missed by %.1f%% (%.2f×)"):format((ratio.cpu[1] / CPU_TARGET - 1) * 100, ratio.cpu[1]) }
+		measure.verdict_at_most(ratio and ratio.cpu[1], CPU_TARGET) }
 	local ctl = not lr.task.failed and lr.task.ctl[1]
 	verdicts[#verdicts + 1] = {
 		("%s: task style ≤ %g epoll_ctl per request"):format(load.short, CTL_TARGET),
@@ -442,17 +439,7 @@ local function report()
 end
 
 if not opt.smoke then
-	local text = report()
-	if opt.out then
-		local f = assert(io.open(opt.out, "w"))
-		f:write(text)
-		f:close()
-		print("bench tasks: wrote " .. opt.out)
-	else
-		io.write(text)
-	end
+	measure.write_report("tasks", report(), opt.out)
 	for _, v in ipairs(verdicts) do print(("tasks: %s: %s"):format(v[1], v[2])) end
 end
-print(("bench tasks: %.1f s"):format(socket.gettime() - t_start))
-print(("%d passed, %d failed"):format(passed, failed))
-os.exit(failed == 0 and 0 or 1)
+measure.finish("tasks", socket.gettime() - t_start, passed, failed)

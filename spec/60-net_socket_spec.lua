@@ -339,6 +339,45 @@ describe("a wrapped socket", function()
     assert.matches(here .. "bad argument #1 to 'wrap' %(socket wrapped by another loop%)", errs[5])
   end)
 
+  it("raises a second task's wait at the caller's line, naming the method", function()
+    -- (not tail calls: a tail call leaves no caller's line to point at)
+    local errs = { in_task(function(l)
+      local a, b = pair(l)
+      local u = l:wrap(assert(socket.udp()))
+      assert(u:setsockname(HOST, 0))
+      local listener = l:wrap(assert(socket.bind(HOST, 0)))
+      l:spawn(function() b:receive() end)
+      l:spawn(function() u:receivefrom() end)
+      l:spawn(function() listener:accept() end)
+      l:sleep(0.02) -- they wait
+      local e = {}
+      e[1] = select(2, pcall(function() local r = b:receive() return r end))
+      e[2] = select(2, pcall(function() local r = b:receivesome() return r end))
+      e[3] = select(2, pcall(function() local r = u:receivefrom() return r end))
+      e[4] = select(2, pcall(function() local r = listener:accept() return r end))
+      for _, w in ipairs({ a, b, u, listener }) do w:close() end
+      return unpack(e)
+    end) }
+    local here = "60%-net_socket_spec%.lua:%d+: "
+    assert.matches(here .. "receive: fd %d+ already has a task waiting to read$", errs[1])
+    assert.matches(here .. "receivesome: fd %d+ already has a task waiting to read$", errs[2])
+    assert.matches(here .. "receivefrom: fd %d+ already has a task waiting to read$", errs[3])
+    assert.matches(here .. "accept: fd %d+ already has a task waiting to read$", errs[4])
+  end)
+
+  H.it_if(it, pending, coroutine.isyieldable ~= nil, "no coroutine.isyieldable: Lua's own positionless error")(
+    "raises a wait where the task cannot yield at the caller's line, naming the method", function()
+      local err = in_task(function(l)
+        local a, b = pair(l)
+        local e = select(2, pcall(table.sort, { 1, 2 }, function() local r = b:receive() return r end))
+        a:close()
+        b:close()
+        return e
+      end)
+      assert.matches("60%-net_socket_spec%.lua:%d+: receive cannot wait here: the task would yield across a C%-call "
+        .. "boundary$", err)
+    end)
+
   it("refuses what is not a socket", function()
     local l = loop.new()
     local ok, err = pcall(function() return l:wrap(42) end)
@@ -422,12 +461,12 @@ describe("a wrapped socket", function()
     assert.are.same({ "datagram", HOST, true, "reply", nil, "timeout" }, { r[1], r[2], r[3], r[4], r[5], r[6] })
   end)
 
-  H.it_if(H.has.toclose, "closes with <close> on 5.4", function()
+  H.it_if(it, pending, H.has.toclose, "needs Lua 5.4: <close>")("closes with <close>", function()
     local chunk = H.load([[
       local l, socket = ...
       local fd
       do
-        local w <close> = l:wrap(socket.tcp())
+        local w <close> = l:wrap(assert(socket.bind("127.0.0.1", 0))) -- (socket.tcp() has no descriptor yet)
         fd = w:getfd()
       end
       return fd

@@ -10,26 +10,14 @@ local H = require "support.helpers"
 local now = lepoll.now
 local HOST = "127.0.0.1"
 
--- Steps l until done() (at most `limit` seconds); an error in a task is
--- raised here.
-local function step_until(l, done, limit)
-  local deadline = now() + (limit or 20)
-  while not done() and now() < deadline do l:step(0.05) end
-  assert(done(), "not done in time")
-end
+local step_until, listener, echo_lines = H.step_until, H.listener, H.echo_lines
 
--- A line echo handler: each line back, until the peer closes.
-local function echo_lines(conn)
-  while true do
-    local line = conn:receive()
-    if not line then return end
-    conn:send(line .. "\n")
-  end
-end
-
-local function listener()
-  local s = assert(socket.bind(HOST, 0))
-  return s, select(2, s:getsockname())
+-- What l:connect(HOST, port) returns in a task of l, as a list.
+local function connect_result(l, port)
+  local result
+  l:spawn(function() result = { l:connect(HOST, port) } end)
+  step_until(l, function() return result end)
+  return result
 end
 
 describe("l:connect", function()
@@ -62,9 +50,7 @@ describe("l:connect", function()
     local l = loop.new()
     local s, port = listener()
     s:close()
-    local result
-    l:spawn(function() result = { l:connect(HOST, port) } end)
-    step_until(l, function() return result end)
+    local result = connect_result(l, port)
     assert.are.same({ nil, "connection refused" }, { result[1], result[2] })
     l:close()
   end)
@@ -283,9 +269,7 @@ describe("l:serve", function()
     local srv = l:serve(s, echo_lines)
     srv:close()
     srv:close()
-    local result
-    l:spawn(function() result = { l:connect(HOST, port) } end)
-    step_until(l, function() return result end)
+    local result = connect_result(l, port)
     assert.are.same({ nil, "connection refused" }, { result[1], result[2] })
     l:close()
   end)

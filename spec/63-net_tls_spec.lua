@@ -5,12 +5,10 @@
 -- that stops mid-handshake). The certificates are made at test time by
 -- openssl: a CA, and a server certificate it signs for 127.0.0.1 and
 -- localhost.
-local lepoll = require "lepoll"
 local loop = require "lepoll.loop"
 local socket = require "socket"
 local H = require "support.helpers"
 
-local now = lepoll.now
 local HOST = "127.0.0.1"
 
 local dir -- the certificates' directory
@@ -46,25 +44,7 @@ local function client_params(extra)
   return p
 end
 
-local function step_until(l, done, limit)
-  local deadline = now() + (limit or 20)
-  while not done() and now() < deadline do l:step(0.05) end
-  assert(done(), "not done in time")
-end
-
-local function listener()
-  local s = assert(socket.bind(HOST, 0))
-  return s, select(2, s:getsockname())
-end
-
--- Echoes lines until the peer closes.
-local function echo_lines(conn)
-  while true do
-    local line = conn:receive()
-    if not line then return end
-    conn:send(line .. "\n")
-  end
-end
+local step_until, listener, echo_lines = H.step_until, H.listener, H.echo_lines
 
 describe("TLS on wrapped sockets", function()
   lazy_setup(make_certificates)

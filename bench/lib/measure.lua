@@ -1,8 +1,9 @@
 -- bench/lib/measure.lua: what the benchmarks that drive servers share
--- (bench/tasks.lua, bench/http.lua): shell helpers, the CPUs to pin to,
--- CPU time from /proc/PID/stat, system calls counted by perf (or strace),
--- servers started and ended by their pid, and wrk runs. Every process it
--- starts it ends, by its pid.
+-- (bench/echo.lua, bench/tasks.lua, bench/http.lua): shell helpers, the
+-- CPUs to pin to, CPU time from /proc/PID/stat, system calls counted by
+-- perf (or strace), servers started and ended by their pid, wrk runs, and
+-- the report's ranges, verdicts and last lines. Every process it starts it
+-- ends, by its pid.
 --   local measure = require "measure"
 --   measure.setup({ pin = true, ["count-with"] = nil })   -- once, first
 local socket = require "socket"
@@ -91,11 +92,13 @@ local CALLS = { "epoll_ctl", "epoll_wait", "epoll_pwait", "sendto" }
 local counter, counter_why
 
 -- opts.pin: pin when there are two CPUs; opts["count-with"] = "strace":
--- count with strace even where perf can.
+-- count with strace even where perf can; opts.count = false: no counter
+-- (a benchmark that counts no system calls, spared the probe).
 function M.setup(opts)
 	PIN = opts.pin and #cpus >= 2 or false
 	M.PIN = PIN
-	counter, counter_why = nil, nil
+	counter, counter_why, M.counter = nil, "no counter asked for (count = false)", nil
+	if opts.count == false then return end
 	local events = {}
 	for i, c in ipairs(CALLS) do events[i] = "syscalls:sys_enter_" .. c end
 	local PERF_EVENTS = table.concat(events, ",")
@@ -270,10 +273,56 @@ local function http_time(server_argv, conns, warmup, seconds)
 	return res, why
 end
 
+-- ------------------------------------------------------------- report
+
+-- "median (min–max)" of a summary { median, min, max }, each with fmt.
+local function range(t, fmt)
+	return (fmt .. " (" .. fmt .. "–" .. fmt .. ")"):format(t[1], t[2], t[3])
+end
+
+-- A ratio against a target it should reach or pass: "met (1.31×)", or
+-- "missed by 12.0% (0.88×)"; "not measured" when ratio is nil.
+local function verdict_at_least(ratio, target)
+	if not ratio then return "not measured" end
+	if ratio >= target then return ("met (%.2f×)"):format(ratio) end
+	return ("missed by %.1f%% (%.2f×)"):format((1 - ratio / target) * 100, ratio)
+end
+
+-- A ratio against a target it should stay within: "met (1.04×)", or
+-- "missed by 3.0% (1.13×)"; "not measured" when ratio is nil.
+local function verdict_at_most(ratio, target)
+	if not ratio then return "not measured" end
+	if ratio <= target then return ("met (%.2f×)"):format(ratio) end
+	return ("missed by %.1f%% (%.2f×)"):format((ratio / target - 1) * 100, ratio)
+end
+
+-- The Markdown section of benchmark `name`: to the file `out` when given
+-- (make bench takes it into bench/RESULTS.md), else to stdout.
+local function write_report(name, text, out)
+	if out then
+		local f = assert(io.open(out, "w"))
+		f:write(text)
+		f:close()
+		print(("bench %s: wrote %s"):format(name, out))
+	else
+		io.write(text)
+	end
+end
+
+-- The run's last lines ("N passed, N failed" is what make bench-smoke
+-- reads) and its exit: status 0 when nothing failed.
+local function finish(name, seconds, passed, failed)
+	print(("bench %s: %.1f s"):format(name, seconds))
+	print(("%d passed, %d failed"):format(passed, failed))
+	os.exit(failed == 0 and 0 or 1)
+end
+
 M.sh_quote, M.sh, M.argv, M.read_file, M.summary = sh_quote, sh, argv, read_file, summary
 M.TCK, M.parse_stat, M.proc_stat = TCK, parse_stat, proc_stat
 M.count_calls, M.pin_prefix = count_calls, pin_prefix
 M.start_server, M.stop_server, M.start_wrk, M.wrk_result = start_server, stop_server, start_wrk, wrk_result
 M.check_http, M.http_time = check_http, http_time
+M.range, M.verdict_at_least, M.verdict_at_most = range, verdict_at_least, verdict_at_most
+M.write_report, M.finish = write_report, finish
 
 return M

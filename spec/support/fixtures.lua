@@ -1,6 +1,8 @@
 -- What tests make and must not leave behind: raw descriptors (through the
 -- lepoll_test module), sets, pipes, socketpairs, loops and temporary
--- files, each cleaned up when the test ends.
+-- files, each cleaned up when the test ends; and what the network specs
+-- share: a loopback listener, a line echo handler, a loop stepped until
+-- something is done.
 local T = require "lepoll_test"
 local lepoll = require "lepoll"
 local luassert = require "luassert"
@@ -21,6 +23,30 @@ function M.slurp(path)
   local data = f:read("*a")
   f:close()
   return data
+end
+
+-- Steps loop l until done() returns true, at most `limit` seconds (20 when
+-- nil); an error in a task is raised here, and so is the time running out.
+function M.step_until(l, done, limit)
+  local deadline = lepoll.now() + (limit or 20)
+  while not done() and lepoll.now() < deadline do l:step(0.05) end
+  assert(done(), "not done in time")
+end
+
+-- A LuaSocket TCP socket listening on a free loopback port, and the port.
+-- (LuaSocket is required here, by the specs that ask for a listener.)
+function M.listener()
+  local s = assert(require("socket").bind("127.0.0.1", 0))
+  return s, select(2, s:getsockname())
+end
+
+-- A connection handler for l:serve: each line back, until the peer closes.
+function M.echo_lines(conn)
+  while true do
+    local line = conn:receive()
+    if not line then return end
+    conn:send(line .. "\n")
+  end
 end
 
 -- Cleanups run at the end of the current test, whether it passes or not.

@@ -10,7 +10,8 @@
 --                     H.env_integer, H.seed
 --   support.fixtures  things made and cleaned up: H.T, H.close, H.slurp,
 --                     H.cleanups (defer, new_set, pipe, socketpair,
---                     watched_pipes, new_loop, tmpname)
+--                     watched_pipes, new_loop, tmpname); for the network
+--                     specs H.step_until, H.listener, H.echo_lines
 --   support.process   child processes: H.quote, H.CHILD_ENV, H.preload, H.run, H.sh
 --   support.views     values to compare: H.ready, H.ready_names,
 --                     H.default_num_file_descrs, H.loop_counts

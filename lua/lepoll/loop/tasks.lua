@@ -425,16 +425,22 @@ local function check_yieldable(task, name, level)
   end
 end
 
+-- A refusal of a wait on a descriptor: msg, after "name: " for a method.
+local function refuse(msg, name, method, level)
+  error(method and name .. ": " .. msg or msg, level + 1)
+end
+
 -- Yields task's request (its req fields are set) and returns what the wait
 -- returns (false from the loop stands for nil); a refusal is raised at
--- `level`.
-local function request(task, name, level)
+-- `level` (for a method, see wait_fd: after "name: ").
+local function request(task, name, level, method)
   check_yieldable(task, name, level + 1)
   local a, b, c = co_yield(WAIT)
   task.pending = false
   if rawequal(a, FAIL) then
     -- The kernel's refusal, at the caller's line; a memory error as it is.
-    error(b, c and level + 1 or 0)
+    if not c then error(b, 0) end
+    refuse(b, name, method, level + 1)
   end
   if a then return a end
   return nil, b or nil
@@ -455,11 +461,16 @@ local function dirty(obj)
   return d ~= nil and d(obj) and true or false
 end
 
--- Called by readable and writable, two levels above their caller.
-local function wait_fd(self, obj, timeout, reading, name)
+-- The wait of readable and writable, and of the methods of a layer above
+-- that wait on a descriptor (a wrapped socket's receive, lepoll.net.socket:
+-- method true). Its errors call it `name` and are raised at `level`, as
+-- its caller would pass it to error: at the line that called readable, or
+-- the method. A method's refusals that would not name it (the descriptor
+-- taken, the set refusing it) begin with "name: ".
+local function wait_fd(self, obj, timeout, reading, name, level, method)
   -- this_task's common case first: a running task, not cancelled.
   local task = self.tasks[co_running()]
-  if not task or task.state ~= "running" or task.cancelled then task = this_task(self, name, 3) end
+  if not task or task.state ~= "running" or task.cancelled then task = this_task(self, name, level + 1) end
   -- The object the task waited on last resolves by its getfd alone, while
   -- getfd is the same function and returns the same number; anything else
   -- is resolved by the set (ep:try_tofd).
@@ -468,7 +479,13 @@ local function wait_fd(self, obj, timeout, reading, name)
   if get and rawequal(obj, task.fobj) and obj.getfd == get and get(obj) == task.ffd then
     fd, known = task.ffd, true
   else
-    fd = common.resolve(self, obj, 1, name, 3)
+    if method then
+      local why
+      fd, why = self.ep:try_tofd(obj)
+      if not fd then refuse(why, name, method, level + 1) end
+    else
+      fd = common.resolve(self, obj, 1, name, level + 1)
+    end
     local t = type(obj)
     get = (t == "table" or t == "userdata") and io_type(obj) == nil and obj.getfd
     if type(get) == "function" then
@@ -478,13 +495,14 @@ local function wait_fd(self, obj, timeout, reading, name)
     end
   end
   local deadline = false
-  if timeout ~= nil then deadline = deadline_of(self, timeout, 2, name, 3) end
+  if timeout ~= nil then deadline = deadline_of(self, timeout, 2, name, level + 1) end
   if self.watchers[fd] then
-    error(format("fd %d has an I/O watcher: a task cannot wait on it", fd), 3)
+    refuse(format("fd %d has an I/O watcher: a task cannot wait on it", fd), name, method, level + 1)
   end
   local s = self.slots[fd]
   if s and (reading and s.reader or not reading and s.writer) then
-    error(format("fd %d already has a task waiting to %s", fd, reading and "read" or "write"), 3)
+    refuse(format("fd %d already has a task waiting to %s", fd, reading and "read" or "write"), name, method,
+      level + 1)
   end
   if reading then
     if known then -- a table or userdata: dirty's work, written out
@@ -514,9 +532,11 @@ local function wait_fd(self, obj, timeout, reading, name)
   end
   task.req, task.req_fd, task.req_obj, task.req_dir, task.req_deadline =
     "fd", fd, obj, reading and "r" or "w", deadline
-  local ok, why = request(task, name, 3) -- not a tail call: levels count wait_fd
+  -- not a tail call: levels count wait_fd
+  local ok, why = request(task, name, level + 1, method)
   return ok, why
 end
+M.wait_fd = wait_fd
 
 -- l:spawn(fn, ...)
 function M.spawn(self, fn, ...)
@@ -553,13 +573,13 @@ end
 -- Not tail calls: error levels count these frames. true alone, or nil
 -- and "timeout" or "closed".
 function M.readable(self, obj, timeout)
-  local ok, why = wait_fd(self, obj, timeout, true, "readable")
+  local ok, why = wait_fd(self, obj, timeout, true, "readable", 2, false)
   if ok then return ok end
   return ok, why
 end
 
 function M.writable(self, obj, timeout)
-  local ok, why = wait_fd(self, obj, timeout, false, "writable")
+  local ok, why = wait_fd(self, obj, timeout, false, "writable", 2, false)
   if ok then return ok end
   return ok, why
 end

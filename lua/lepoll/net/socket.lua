@@ -10,11 +10,15 @@
 -- returns what LuaSocket returns then: nil, "timeout" and the partial
 -- result. Every other method of the object underneath is passed through.
 --
--- Uses the loop's public functions only (running, readable, writable,
--- closing, now).
+-- Uses the loop's public functions (running, closing, now) and the wait
+-- of l:readable and l:writable (lepoll.loop.tasks.wait_fd), told the
+-- method's name and its caller's level: an error of a wait (a second task
+-- reading the socket, a call that cannot yield) names the method and
+-- points at the line that called it.
 local M = {}
 
 local lepoll = require "lepoll"
+local wait_fd = require("lepoll.loop.tasks").wait_fd
 local resolve = require "lepoll.net.resolve"
 local tls = require "lepoll.net.tls"
 
@@ -119,14 +123,16 @@ local function wait_limit(self, start)
   return left
 end
 
--- Waits until the object underneath is readable (reading) or writable.
--- -> true, or nil and "timeout" or "closed".
-local function wait(self, reading, start)
+-- Waits until the object underneath is readable (reading) or writable,
+-- for the method `name`, whose errors go to `level` as the function that
+-- calls wait would pass it to error. -> true, or nil and "timeout" or
+-- "closed".
+local function wait(self, reading, start, name, level)
   local limit = self.block or nil
   if self.total then limit = wait_limit(self, start) end
   if limit and limit <= 0 then return nil, "timeout" end
-  if reading then return self.loop:readable(self.sock, limit) end
-  return self.loop:writable(self.sock, limit)
+  local ok, why = wait_fd(self.loop, self.sock, limit, reading, name, level + 1, true) -- levels count wait
+  return ok, why
 end
 M.wait = wait
 
@@ -180,7 +186,7 @@ function Wrapped:receive(pattern, prefix)
     end
     part = nil
     if count then pat = count - have end
-    local ok, why = wait(self, READ_AGAIN[err], start)
+    local ok, why = wait(self, READ_AGAIN[err], start, "receive", 2)
     if not ok then return nil, why, more and concat(more) or first or "" end
   end
 end
@@ -209,7 +215,7 @@ function Wrapped:receivesome(max)
   -- LuaSocket or LuaSec hold input, and epoll reports what came meanwhile.
   if self.drained then
     self.drained = false
-    local ok, why = wait(self, true, start)
+    local ok, why = wait(self, true, start, "receivesome", 2)
     if not ok then return nil, why end
   end
   while true do
@@ -238,7 +244,7 @@ function Wrapped:receivesome(max)
       return partial
     end
     if not AGAIN[err] then return nil, err end
-    local ok, why = wait(self, READ_AGAIN[err], start)
+    local ok, why = wait(self, READ_AGAIN[err], start, "receivesome", 2)
     if not ok then return nil, why end
   end
 end
@@ -264,7 +270,7 @@ function Wrapped:send(data, i, j)
     if last then return last, err, sent end
     if not AGAIN[err] then return nil, err, sent end
     i = sent + 1
-    local ok, why = wait(self, err == "wantread", start)
+    local ok, why = wait(self, err == "wantread", start, "send", 2)
     if not ok then return nil, why, sent end
   end
 end
@@ -280,7 +286,7 @@ local function retry(self, name, method, reading, a, b, c)
   while true do
     local r1, r2, r3 = sock[method](sock, a, b, c)
     if r1 or r2 ~= "timeout" then return r1, r2, r3 end
-    local ok, why = wait(self, reading, start)
+    local ok, why = wait(self, reading, start, name, 3)
     if not ok then return nil, why end
   end
 end
@@ -306,7 +312,8 @@ function Wrapped:accept()
   return nil, err
 end
 
--- Connects to one numeric address. -> 1, or nil and the error.
+-- Connects to one numeric address, for connect. -> 1, or nil and the
+-- error.
 local function connect_address(self, address, port, start)
   local sock = self.sock
   local ok, err = sock:connect(address, port)
@@ -314,7 +321,7 @@ local function connect_address(self, address, port, start)
   if err ~= "timeout" then return nil, err end
   -- In progress: writable once it succeeded or failed; connect again
   -- tells which (the kernel reports the pending error there).
-  local done, why = wait(self, false, start)
+  local done, why = wait(self, false, start, "connect", 3)
   if not done then return nil, why end
   ok, err = sock:connect(address, port)
   if ok or err == "already connected" then return 1 end
@@ -339,20 +346,26 @@ function Wrapped:connect(host, port)
   return nil, err
 end
 
--- dohandshake(): a LuaSec connection's TLS handshake. -> true, or nil and
--- LuaSec's error (a certificate that does not verify, among others).
-function Wrapped:dohandshake()
+-- The TLS handshake, for the method `name` (dohandshake, starttls).
+local function handshake(self, name)
   local l = self.loop
-  if not in_task(self) then outside("dohandshake") end
   local sock = self.sock
   local start = self.total and l:now()
   while true do
     local ok, err = sock:dohandshake()
     if ok then return ok end
     if err ~= "wantread" and err ~= "wantwrite" and err ~= "timeout" then return nil, err end
-    local done, why = wait(self, err ~= "wantwrite", start)
+    local done, why = wait(self, err ~= "wantwrite", start, name, 3)
     if not done then return nil, why end
   end
+end
+
+-- dohandshake(): a LuaSec connection's TLS handshake. -> true, or nil and
+-- LuaSec's error (a certificate that does not verify, among others).
+function Wrapped:dohandshake()
+  if not in_task(self) then outside("dohandshake") end
+  local ok, err = handshake(self, "dohandshake") -- not a tail call: levels count this frame
+  return ok, err
 end
 
 -- starttls(params [, servername]): TLS over the connection, as LuaSec's
@@ -371,7 +384,8 @@ function Wrapped:starttls(params, servername)
   self.sock, self.tls = conn, true
   setmetatable(self, class_of(conn))
   if servername then conn:sni(servername) end
-  return self:dohandshake()
+  local ok, why = handshake(self, "starttls") -- not a tail call: levels count this frame
+  return ok, why
 end
 
 -- settimeout(value [, mode]): LuaSocket's: mode "b" (the default) limits
