@@ -90,9 +90,9 @@ static char **read_argv(lua_State *L, int spec, int anchor)
 	argv = new_array(L, n);
 	for (i = 1; i <= n; i++) {
 		const char *what = lua_pushfstring(L, "[%d]", (int)i);
-		lua_rawgeti(L, spec, (lua_Integer)i);
+		lua_rawgeti(L, spec, (int)i);
 		argv[i - 1] = (char *)child_string(L, what);
-		lua_rawseti(L, anchor, (lua_Integer)i);
+		lua_rawseti(L, anchor, (int)i);
 		lua_pop(L, 1); /* what */
 	}
 	return argv;
@@ -128,7 +128,7 @@ static char **read_env(lua_State *L, int spec, int anchor)
 		value = child_string(L, "field 'env'");
 		lua_pushfstring(L, "%s=%s", name, value);
 		envp[i++] = (char *)lua_tostring(L, -1);
-		lua_rawseti(L, anchor, -(lua_Integer)i); /* anchored apart from argv */
+		lua_rawseti(L, anchor, -(int)i); /* anchored apart from argv */
 		lua_pop(L, 1);
 	}
 	envp[n] = NULL;
@@ -345,9 +345,9 @@ static int p_tostring(lua_State *L)
 static int p_index(lua_State *L)
 {
 	lep_child *c = toprocess(L);
-	const char *key = lua_tostring(L, 2);
-	int i;
 	if (lua_type(L, 2) == LUA_TSTRING) {
+		const char *key = lua_tostring(L, 2);
+		int i;
 		if (strcmp(key, "pid") == 0) {
 			if (c->pid == 0)
 				lua_pushnil(L);

@@ -197,6 +197,8 @@ int lep_spawn(const lep_spawn_opts *o, lep_child *c)
 	if (err != 0)
 		return err;
 	g.n = 0;
+	for (i = 0; i < 3 + MAX_GIVEN; i++)
+		g.sources[i] = g.targets[i] = -1;
 	g.ends[0] = g.ends[1] = g.ends[2] = -1;
 	err = gather(o, &g, highest);
 	if (err != 0) {

@@ -14,7 +14,7 @@ local lepoll = require "lepoll"
 local common = require "lepoll.loop.common"
 local tasks = require "lepoll.loop.tasks"
 
-local setmetatable, type, xpcall, error, pcall = setmetatable, type, xpcall, error, pcall
+local setmetatable, xpcall, error, pcall = setmetatable, xpcall, error, pcall
 local format = string.format
 local check_open, argerror = common.check_open, common.argerror
 
