@@ -2,10 +2,10 @@
  * faults: fault injection for the specs (spec/42-faults_spec.lua), an
  * LD_PRELOAD library built into build/spec/libfaults.so by mk/faults.mk.
  *
- * It wraps epoll_create1, epoll_ctl and epoll_wait: each call goes to the
- * next definition (dlsym RTLD_NEXT, normally glibc's) unless a fault is
- * armed for it. Nothing is armed at start, so a process that preloads the
- * library behaves as without it until a fault is armed.
+ * It wraps epoll_create1, epoll_ctl, epoll_wait and signalfd: each call
+ * goes to the next definition (dlsym RTLD_NEXT, normally glibc's) unless a
+ * fault is armed for it. Nothing is armed at start, so a process that
+ * preloads the library behaves as without it until a fault is armed.
  *
  * The process arms faults at run time through two functions, found with
  * dlsym(RTLD_DEFAULT, ...) (spec/support/lepoll_test.c: T.fault and
@@ -13,15 +13,16 @@
  *
  *   int lepoll_faults_arm(const char *fn, long nth, int err, long count,
  *                         int after);
- *       Arms fn ("epoll_create1", "epoll_ctl" or "epoll_wait") and restarts
- *       its call count: its nth call from now (1: the next one) fails with
- *       errno err, and so do the calls after it up to count failures in
- *       all (count < 0: every call from the nth on). nth 0 disarms. With
- *       after 0 the failing call does not reach the kernel: nothing
- *       happens, as when the kernel refuses. With after 1 the kernel makes
- *       the call first and only its result is replaced by the failure (a
- *       descriptor epoll_create1 made is closed again, so nothing leaks).
- *       Returns 0, or -1 for an unknown fn or nth < 0.
+ *       Arms fn ("epoll_create1", "epoll_ctl", "epoll_wait" or "signalfd")
+ *       and restarts its call count: its nth call from now (1: the next
+ *       one) fails with errno err, and so do the calls after it up to count
+ *       failures in all (count < 0: every call from the nth on). nth 0
+ *       disarms. With after 0 the failing call does not reach the kernel:
+ *       nothing happens, as when the kernel refuses. With after 1 the
+ *       kernel makes the call first and only its result is replaced by the
+ *       failure (a descriptor epoll_create1 or signalfd made is closed
+ *       again, so nothing leaks; signalfd on an existing descriptor keeps
+ *       the mask it set). Returns 0, or -1 for an unknown fn or nth < 0.
  *   long lepoll_faults_calls(const char *fn);
  *       Calls of fn since it was last armed (since start when never), the
  *       failed ones included; -1 for an unknown fn.
@@ -32,8 +33,10 @@
 
 #include <dlfcn.h>
 #include <errno.h>
+#include <signal.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <sys/signalfd.h>
 #include <unistd.h>
 
 #define EXPORT __attribute__((visibility("default")))
@@ -43,10 +46,11 @@ EXPORT long lepoll_faults_calls(const char *fn);
 EXPORT int epoll_create1(int flags);
 EXPORT int epoll_ctl(int epfd, int op, int fd, struct epoll_event *event);
 EXPORT int epoll_wait(int epfd, struct epoll_event *events, int maxevents, int timeout);
+EXPORT int signalfd(int fd, const sigset_t *mask, int flags);
 
-enum { F_CREATE1, F_CTL, F_WAIT, NUM_FNS };
+enum { F_CREATE1, F_CTL, F_WAIT, F_SIGNALFD, NUM_FNS };
 
-static const char *const names[NUM_FNS] = {"epoll_create1", "epoll_ctl", "epoll_wait"};
+static const char *const names[NUM_FNS] = {"epoll_create1", "epoll_ctl", "epoll_wait", "signalfd"};
 
 static struct fault {
 	long calls; /* since armed */
@@ -156,4 +160,22 @@ int epoll_wait(int epfd, struct epoll_event *events, int maxevents, int timeout)
 		return fail_with(F_WAIT);
 	n = fn(epfd, events, maxevents, timeout);
 	return inject ? fail_with(F_WAIT) : n;
+}
+
+int signalfd(int fd, const sigset_t *mask, int flags)
+{
+	int (*fn)(int, const sigset_t *, int);
+	void *p = real(F_SIGNALFD);
+	int inject = failing(F_SIGNALFD), rc;
+
+	memcpy(&fn, &p, sizeof fn);
+	if (inject && !faults[F_SIGNALFD].after)
+		return fail_with(F_SIGNALFD);
+	rc = fn(fd, mask, flags);
+	if (inject) {
+		if (fd == -1 && rc >= 0)
+			(void)close(rc); /* a new descriptor; an existing one stays */
+		return fail_with(F_SIGNALFD);
+	}
+	return rc;
 }
