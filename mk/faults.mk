@@ -4,9 +4,10 @@
 # sanitize, valgrind).
 #
 # spec/support/faults.c, preloaded (LD_PRELOAD), makes epoll_create1,
-# epoll_ctl and epoll_wait fail with a chosen errno on the Nth call, armed
-# at run time from Lua (lepoll_test's T.fault). spec/42-faults_spec.lua
-# starts a child lua5.4 per scenario with it preloaded.
+# epoll_ctl, epoll_wait and signalfd fail with a chosen errno on the Nth
+# call, armed at run time from Lua (lepoll_test's T.fault).
+# spec/42-faults_spec.lua (and spec/16 for signalfd) starts a child lua5.4
+# per scenario with it preloaded.
 #
 # spec/support/slowdns.c, preloaded, makes lookups of names such as
 # ms300.slow.test take 300 ms (spec/62-net_resolver_spec.lua).

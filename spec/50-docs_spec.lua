@@ -2,7 +2,8 @@
 -- time, so that whatever is added later is covered without a list to keep:
 --   - every function of the `lepoll` module table, and its other public
 --     fields (the flag constants);
---   - every method of an epoll set (the __index of its metatable);
+--   - every method of an epoll set (the __index of its metatable), and of
+--     a signal set;
 --   - every function of `lepoll.loop`, and every method of a loop, an I/O
 --     watcher, a timer and a task (real ones, made on a pipe and closed);
 --   - every LEPOLL_API function declared in src/lepoll.h.
@@ -14,8 +15,9 @@
 --     code span in call form, RECEIVER.NAME(...) or RECEIVER:NAME(...),
 --     that is bold (**`set:wait([timeout])`**) or in a heading. The
 --     receivers are the names the pages use: `lepoll.` for the module,
---     `set:` for a set, `loop.` for lepoll.loop, `l:`, `w:`, `t:` and
---     `task:` for a loop, a watcher, a timer and a task;
+--     `set:` for a set, `sigs:` for a signal set, `loop.` for
+--     lepoll.loop, `l:`, `w:`, `t:` and `task:` for a loop, a watcher, a
+--     timer and a task;
 --   - another public field of the module (a constant) appears as a code
 --     span `lepoll.NAME` (the flags table of doc/reference.md);
 --   - a C function appears in a code span of doc/embedding.md as NAME(
@@ -348,6 +350,15 @@ describe("the documentation", function()
     local rep = report()
     entries(rep, "set", ":", methods)
     metamethods_described(rep, ep, "set", "reference.md")
+    rep.check()
+  end)
+
+  it("documents every method of a signal set, and describes its metamethods", function()
+    local sigs = lepoll.signals()
+    finally(function() sigs:close() end)
+    local rep = report()
+    entries(rep, "sigs", ":", methods_of(sigs))
+    metamethods_described(rep, sigs, "sigs", "reference.md")
     rep.check()
   end)
 

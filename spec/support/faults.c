@@ -2,11 +2,11 @@
  * faults: fault injection for the specs (spec/42-faults_spec.lua), an
  * LD_PRELOAD library built into build/spec/libfaults.so by mk/faults.mk.
  *
- * It wraps epoll_create1, epoll_ctl and epoll_wait, and for child
- * processes pipe2, posix_spawnp and pidfd_open: each call goes to the
- * next definition (dlsym RTLD_NEXT, normally glibc's) unless a fault is
- * armed for it. Nothing is armed at start, so a process that preloads the
- * library behaves as without it until a fault is armed.
+ * It wraps epoll_create1, epoll_ctl, epoll_wait and signalfd, and for
+ * child processes pipe2, posix_spawnp and pidfd_open: each call goes to
+ * the next definition (dlsym RTLD_NEXT, normally glibc's) unless a fault
+ * is armed for it. Nothing is armed at start, so a process that preloads
+ * the library behaves as without it until a fault is armed.
  *
  * The process arms faults at run time through two functions, found with
  * dlsym(RTLD_DEFAULT, ...) (spec/support/lepoll_test.c: T.fault and
@@ -14,17 +14,18 @@
  *
  *   int lepoll_faults_arm(const char *fn, long nth, int err, long count,
  *                         int after);
- *       Arms fn (one of the names above) and restarts
- *       its call count: its nth call from now (1: the next one) fails with
- *       errno err, and so do the calls after it up to count failures in
- *       all (count < 0: every call from the nth on). nth 0 disarms. With
- *       after 0 the failing call does not reach the kernel: nothing
- *       happens, as when the kernel refuses. With after 1 the kernel makes
- *       the call first and only its result is replaced by the failure (a
- *       descriptor epoll_create1, pipe2 or pidfd_open made is closed again,
- *       so nothing leaks; posix_spawnp takes after 0 only: it fails with
- *       nothing started, as when fork or exec fails).
- *       Returns 0, or -1 for an unknown fn or nth < 0.
+ *       Arms fn (one of the names above) and restarts its call count: its
+ *       nth call from now (1: the next one) fails with errno err, and so do
+ *       the calls after it up to count failures in all (count < 0: every
+ *       call from the nth on). nth 0 disarms. With after 0 the failing
+ *       call does not reach the kernel: nothing happens, as when the
+ *       kernel refuses. With after 1 the kernel makes the call first and
+ *       only its result is replaced by the failure (a descriptor
+ *       epoll_create1, signalfd, pipe2 or pidfd_open made is closed again,
+ *       so nothing leaks; signalfd on an existing descriptor keeps the mask
+ *       it set; posix_spawnp takes after 0 only: it fails with nothing
+ *       started, as when fork or exec fails). Returns 0, or -1 for an
+ *       unknown fn or nth < 0.
  *   long lepoll_faults_calls(const char *fn);
  *       Calls of fn since it was last armed (since start when never), the
  *       failed ones included; -1 for an unknown fn.
@@ -35,9 +36,11 @@
 
 #include <dlfcn.h>
 #include <errno.h>
+#include <signal.h>
 #include <spawn.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <sys/signalfd.h>
 #include <sys/types.h>
 #include <unistd.h>
 
@@ -48,15 +51,16 @@ EXPORT long lepoll_faults_calls(const char *fn);
 EXPORT int epoll_create1(int flags);
 EXPORT int epoll_ctl(int epfd, int op, int fd, struct epoll_event *event);
 EXPORT int epoll_wait(int epfd, struct epoll_event *events, int maxevents, int timeout);
+EXPORT int signalfd(int fd, const sigset_t *mask, int flags);
 EXPORT int pipe2(int fds[2], int flags);
 EXPORT int posix_spawnp(pid_t *pid, const char *file, const posix_spawn_file_actions_t *fa,
                         const posix_spawnattr_t *attr, char *const argv[], char *const envp[]);
 EXPORT int pidfd_open(pid_t pid, unsigned int flags);
 
-enum { F_CREATE1, F_CTL, F_WAIT, F_PIPE2, F_SPAWNP, F_PIDFD_OPEN, NUM_FNS };
+enum { F_CREATE1, F_CTL, F_WAIT, F_SIGNALFD, F_PIPE2, F_SPAWNP, F_PIDFD_OPEN, NUM_FNS };
 
-static const char *const names[NUM_FNS] = {"epoll_create1", "epoll_ctl", "epoll_wait", "pipe2",
-                                           "posix_spawnp", "pidfd_open"};
+static const char *const names[NUM_FNS] = {"epoll_create1", "epoll_ctl", "epoll_wait", "signalfd",
+                                           "pipe2", "posix_spawnp", "pidfd_open"};
 
 static struct fault {
 	long calls; /* since armed */
@@ -166,6 +170,24 @@ int epoll_wait(int epfd, struct epoll_event *events, int maxevents, int timeout)
 		return fail_with(F_WAIT);
 	n = fn(epfd, events, maxevents, timeout);
 	return inject ? fail_with(F_WAIT) : n;
+}
+
+int signalfd(int fd, const sigset_t *mask, int flags)
+{
+	int (*fn)(int, const sigset_t *, int);
+	void *p = real(F_SIGNALFD);
+	int inject = failing(F_SIGNALFD), rc;
+
+	memcpy(&fn, &p, sizeof fn);
+	if (inject && !faults[F_SIGNALFD].after)
+		return fail_with(F_SIGNALFD);
+	rc = fn(fd, mask, flags);
+	if (inject) {
+		if (fd == -1 && rc >= 0)
+			(void)close(rc); /* a new descriptor; an existing one stays */
+		return fail_with(F_SIGNALFD);
+	}
+	return rc;
 }
 
 int pipe2(int fds[2], int flags)

@@ -2,7 +2,9 @@
  * lepoll_test: raw descriptors for the specs (pipes, socketpairs, eventfd,
  * timerfd, signals). Built only for the specs, never installed.
  * Failures return nil, message, errno name, like Lua's io library.
- * Also: fork and its _exit/waitpid (spec/44-fork_spec.lua), and the control
+ * Also: fork and its _exit/waitpid (spec/44-fork_spec.lua), signals sent
+ * and the calling thread's blocked signals (spec/16-signals_spec.lua),
+ * and the control
  * of the fault-injection library build/spec/libfaults.so when it is
  * preloaded (spec/support/faults.c, spec/42-faults_spec.lua).
  */
@@ -12,6 +14,7 @@
 #include <dlfcn.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdint.h>
 #include <string.h>
@@ -389,6 +392,63 @@ static int t_waitpid(lua_State *L)
 	return 2;
 }
 
+/* ----------------------------------------------------------------- signals */
+
+static int t_getpid(lua_State *L)
+{
+	lua_pushinteger(L, (lua_Integer)getpid());
+	return 1;
+}
+
+/* kill(pid, sig) → true */
+static int t_kill(lua_State *L)
+{
+	if (kill((pid_t)luaL_checkinteger(L, 1), (int)luaL_checkinteger(L, 2)) != 0)
+		return fail(L, errno);
+	lua_pushboolean(L, 1);
+	return 1;
+}
+
+/* sigqueue(pid, sig, value) → true: the signal carries the int value. */
+static int t_sigqueue(lua_State *L)
+{
+	union sigval v;
+
+	v.sival_int = (int)luaL_checkinteger(L, 3);
+	if (sigqueue((pid_t)luaL_checkinteger(L, 1), (int)luaL_checkinteger(L, 2), v) != 0)
+		return fail(L, errno);
+	lua_pushboolean(L, 1);
+	return 1;
+}
+
+/* blocked() → the signal numbers the calling thread blocks, ascending. */
+static int t_blocked(lua_State *L)
+{
+	sigset_t set;
+	int sig, n = 0;
+
+	pthread_sigmask(SIG_BLOCK, NULL, &set);
+	lua_newtable(L);
+	for (sig = 1; sig < NSIG; sig++) {
+		if (sigismember(&set, sig) == 1) {
+			lua_pushinteger(L, sig);
+			lua_rawseti(L, -2, ++n);
+		}
+	}
+	return 1;
+}
+
+/* block(sig, on): blocks (on true) or unblocks sig in the calling thread. */
+static int t_block(lua_State *L)
+{
+	sigset_t set;
+
+	sigemptyset(&set);
+	sigaddset(&set, (int)luaL_checkinteger(L, 1));
+	pthread_sigmask(lua_toboolean(L, 2) ? SIG_BLOCK : SIG_UNBLOCK, &set, NULL);
+	return 0;
+}
+
 /* ------------------------------------------------ fault injection control */
 
 typedef int (*arm_fn)(const char *, long, int, long, int);
@@ -483,6 +543,11 @@ static const luaL_Reg functions[] = {
 	{"fork", t_fork},
 	{"_exit", t_exit},
 	{"waitpid", t_waitpid},
+	{"getpid", t_getpid},
+	{"kill", t_kill},
+	{"sigqueue", t_sigqueue},
+	{"blocked", t_blocked},
+	{"block", t_block},
 	{"fault", t_fault},
 	{"fault_calls", t_fault_calls},
 	{NULL, NULL},

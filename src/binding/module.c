@@ -233,6 +233,7 @@ LEPOLL_API int luaopen_lepoll(lua_State *L)
 	lepb_register_fdio(L);
 	lepb_register_process(L);
 	lepb_register_select(L);
+	lepb_register_signals(L);
 	lua_pushliteral(L, LEPOLL_VERSION);
 	lua_setfield(L, -2, "_VERSION");
 	return 1;

@@ -10,9 +10,11 @@
  * One job per file: epset.c (the table, epoll_ctl, epoll_wait), check.c
  * (lep_check against /proc/self/fdinfo), names.c (flag and errno names),
  * timeouts.c (seconds to milliseconds, the clock); fdio.c (one non-blocking
- * read or write on any descriptor, pipes, eventfds, close); resolver.c,
- * with its own header resolver.h, resolves host names on worker threads;
- * child.c, with child.h, starts child processes and learns their end.
+ * read or write on any descriptor, pipes, eventfds, close); signals.c
+ * (signals received on a signalfd, their names, the process's blocked
+ * signals); resolver.c, with its own header resolver.h, resolves host
+ * names on worker threads; child.c, with child.h, starts child processes
+ * and learns their end.
  */
 #ifndef LEPOLL_CORE_H
 #define LEPOLL_CORE_H
@@ -171,5 +173,98 @@ LEP_HIDDEN const char *lep_errname(int err);
  * description in msg; or an errno when the kernel's view could not be
  * read. */
 LEP_HIDDEN int lep_check(const lep_set *s, char *msg, size_t n);
+
+/* ---- signals.c: signals as a descriptor.
+ *
+ * A lep_signals watches a set of signals with one signalfd. The signals
+ * it watches are blocked (pthread_sigmask) so that they stay pending for
+ * the descriptor instead of reaching their handler or default action.
+ * Several sets, in one Lua state or several, may watch one signal: a
+ * count of watchers per signal, kept for the whole process under a mutex,
+ * blocks a signal when its count goes from 0 to 1 and unblocks it when it
+ * goes back to 0, unless it was blocked already at that first block. The
+ * mask is the calling thread's: a threaded host blocks the signals in
+ * every thread itself (lepoll then finds them blocked and leaves them so).
+ */
+
+/* Signal n (1 <= n < LEP_SIGNAL_LIMIT) is bit n - 1; no system header
+ * needed. LEP_SIGNAL_LIMIT is at least NSIG on every Linux port. The
+ * functions ignore a number outside that range (has: 0). */
+#define LEP_SIGNAL_LIMIT 129
+typedef struct lep_sigmask {
+	uint64_t bits[2];
+} lep_sigmask;
+
+static inline void lep_sigmask_add(lep_sigmask *m, int sig)
+{
+	unsigned b = (unsigned)sig - 1u;
+	if (b < LEP_SIGNAL_LIMIT - 1)
+		m->bits[b / 64] |= (uint64_t)1 << (b % 64);
+}
+static inline void lep_sigmask_del(lep_sigmask *m, int sig)
+{
+	unsigned b = (unsigned)sig - 1u;
+	if (b < LEP_SIGNAL_LIMIT - 1)
+		m->bits[b / 64] &= ~((uint64_t)1 << (b % 64));
+}
+static inline int lep_sigmask_has(const lep_sigmask *m, int sig)
+{
+	unsigned b = (unsigned)sig - 1u;
+	return b < LEP_SIGNAL_LIMIT - 1 && ((m->bits[b / 64] >> (b % 64)) & 1);
+}
+
+typedef struct lep_signals {
+	int fd;           /* the signalfd; -1 when closed */
+	lep_sigmask mask; /* the signals watched (and counted) */
+} lep_signals;
+
+/* One signal read from the descriptor (struct signalfd_siginfo's fields). */
+typedef struct lep_siginfo {
+	int signo;
+	int code;   /* si_code: SI_USER, SI_QUEUE, CLD_EXITED, ... */
+	int pid;    /* the sender's (SIGCHLD: the child's) */
+	unsigned uid; /* the sender's real user id */
+	int status; /* SIGCHLD: exit status or signal number */
+	int value;  /* sigqueue's int value (code SI_QUEUE) */
+} lep_siginfo;
+
+/* Whether a set may watch sig. */
+#define LEP_SIG_OK          0
+#define LEP_SIG_UNKNOWN     1 /* not a signal number of this system */
+#define LEP_SIG_RESERVED    2 /* used by the C library's threads (32, 33) */
+#define LEP_SIG_UNCATCHABLE 3 /* SIGKILL, SIGSTOP */
+#define LEP_SIG_SYNCHRONOUS 4 /* SIGSEGV, SIGBUS, SIGFPE, SIGILL: blocking them is undefined */
+LEP_HIDDEN int lep_signal_watchable(int sig);
+
+/* "TERM", "RTMIN+3", "RTMAX-1" (no "SIG"); NULL for an unknown or reserved
+ * number. buf holds at least LEP_SIGNAME_MAX bytes; the result is buf or
+ * a constant string. */
+#define LEP_SIGNAME_MAX 16
+LEP_HIDDEN const char *lep_signal_name(int sig, char *buf);
+/* A name as lep_signal_name gives it, with or without "SIG", in any case,
+ * or an alias (IOT, POLL, CLD); RTMIN+n and RTMAX-n within the real-time
+ * range. EINVAL when unknown. */
+LEP_HIDDEN int lep_signal_by_name(const char *name, size_t len, int *sig);
+
+/* Closed state. */
+LEP_HIDDEN void lep_signals_init(lep_signals *s);
+/* From the closed state: a signalfd (non-blocking, close-on-exec) for
+ * mask, whose signals are then counted and blocked. EINVAL for a mask
+ * with a signal lep_signal_watchable refuses; or signalfd's errno, and
+ * nothing changed. */
+LEP_HIDDEN int lep_signals_open(lep_signals *s, const lep_sigmask *mask);
+/* The same descriptor watches mask from now on: the signals added are
+ * counted and blocked first, the ones dropped released after. On failure
+ * (EINVAL as open, signalfd's errno) everything is as before. */
+LEP_HIDDEN int lep_signals_change(lep_signals *s, const lep_sigmask *mask);
+/* Idempotent: closes the descriptor (never retried), then releases the
+ * signals (unblocking those whose count reaches 0: a pending one is then
+ * delivered at once). Returns close()'s errno, or 0. */
+LEP_HIDDEN int lep_signals_close(lep_signals *s);
+/* One pending signal; EAGAIN when none is. Retried on EINTR. */
+LEP_HIDDEN int lep_signals_read(lep_signals *s, lep_siginfo *info);
+
+static inline int lep_signals_is_open(const lep_signals *s) { return s->fd >= 0; }
+static inline int lep_signals_fd(const lep_signals *s) { return s->fd; }
 
 #endif
