@@ -113,6 +113,9 @@ LEPB_HIDDEN int lepb_tostring(lua_State *L);
 LEPB_HIDDEN void lepb_register_resolver(lua_State *L);
 /* Sets module.read, write, pipe, eventfd and close (the module at the top). */
 LEPB_HIDDEN void lepb_register_fdio(lua_State *L);
+/* The signal at idx (a number or a name) or an argument error; with watch,
+ * also one for a signal a set cannot watch (signals.c). */
+LEPB_HIDDEN int lepb_checksignal(lua_State *L, int idx, int watch);
 /* Makes the process's metatable, sets module.spawn. */
 LEPB_HIDDEN void lepb_register_process(lua_State *L);
 /* Makes the selector's metatable, sets module.selector. */

@@ -233,12 +233,10 @@ static int l_spawn(lua_State *L)
 
 /* ------------------------------------------------------------- methods */
 
-/* The signal at idx: a number, or default when nil. */
+/* The signal at idx (a number or a name), or def when nil. */
 static int check_signal(lua_State *L, int idx, int def)
 {
-	lua_Integer sig = luaL_optinteger(L, idx, def);
-	luaL_argcheck(L, sig >= 0 && sig <= SIGRTMAX, idx, "signal number out of range");
-	return (int)sig;
+	return lua_isnoneornil(L, idx) ? def : lepb_checksignal(L, idx, 0);
 }
 
 /* How it ended as results: nil while it runs; "exit", status; "signal",

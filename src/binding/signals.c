@@ -87,7 +87,7 @@ static int tosignal(lua_State *L, int idx, int watch, int *sig)
 	return 1;
 }
 
-static int checksignal(lua_State *L, int idx, int watch)
+int lepb_checksignal(lua_State *L, int idx, int watch)
 {
 	int sig = 0;
 
@@ -102,7 +102,7 @@ static void checksignals(lua_State *L, int first, lep_sigmask *mask, int add)
 	int i, top = lua_gettop(L);
 
 	for (i = first; i <= top; i++) {
-		int sig = checksignal(L, i, 1);
+		int sig = lepb_checksignal(L, i, 1);
 		if (add)
 			lep_sigmask_add(mask, sig);
 		else
@@ -156,8 +156,25 @@ static int l_signals(lua_State *L)
 static int l_signum(lua_State *L)
 {
 	char buf[LEP_SIGNAME_MAX];
-	int sig = checksignal(L, 1, 0);
+	int sig = lepb_checksignal(L, 1, 0);
 
+	lua_pushinteger(L, sig);
+	lua_pushstring(L, lep_signal_name(sig, buf));
+	return 2;
+}
+
+/* lepoll.try_signum(sig [, watch]) -> number, name; or nil, reason (with
+ * watch true, also for a signal a set cannot watch) */
+static int l_try_signum(lua_State *L)
+{
+	char buf[LEP_SIGNAME_MAX];
+	int sig = 0;
+
+	if (!tosignal(L, 1, lua_toboolean(L, 2), &sig)) {
+		lua_pushnil(L);
+		lua_insert(L, -2);
+		return 2;
+	}
 	lua_pushinteger(L, sig);
 	lua_pushstring(L, lep_signal_name(sig, buf));
 	return 2;
@@ -371,4 +388,6 @@ void lepb_register_signals(lua_State *L)
 	lua_setfield(L, -2, "signals");
 	lua_pushcfunction(L, l_signum);
 	lua_setfield(L, -2, "signum");
+	lua_pushcfunction(L, l_try_signum);
+	lua_setfield(L, -2, "try_signum");
 }

@@ -100,7 +100,7 @@ end
 -- The signal named by sig (a name or a number) -> number, name; an
 -- argument error of `fname` for one that does not exist.
 local function check_signal(sig, fname, level)
-  local num, name = lepoll.try_signum(sig)
+  local num, name = lepoll.try_signum(sig, true)
   if not num then argerror(1, fname, name, level + 1) end
   return num, name
 end
@@ -191,7 +191,9 @@ function M.wait_signal(self, sig, timeout)
   rec.waiting = rec.waiting + 1
   sync(self)
   -- (no pcall around the wait: a task cannot yield across one on 5.1)
-  local woke = rec.cond:wait(deadline and math.max(deadline - self.clock(), 0))
+  local remaining = nil
+  if deadline then remaining = math.max(deadline - self.clock(), 0) end
+  local woke = rec.cond:wait(remaining)
   rec.waiting = rec.waiting - 1
   if not self.closed then sync(self) end
   if not woke then return nil, "timeout" end
