@@ -252,7 +252,8 @@ local function metamethods_described(rep, obj, receiver, page)
 end
 
 -- A loop with one of each kind of object, all closed by the caller's
--- cleanup: the loop, a watcher on a pipe, a timer and a task.
+-- cleanup: the loop, a watcher on a pipe, a timer, a task and a signal
+-- watcher.
 local function loop_objects(cleanup)
   local r, w = assert(T.pipe())
   local l = loop.new()
@@ -264,7 +265,8 @@ local function loop_objects(cleanup)
   local watcher = l:io(r, "in", function() end)
   local timer = l:timer(3600, function() end)
   local task = l:spawn(function() end)
-  return l, watcher, timer, task
+  local signal = l:signal("USR2", function() end)
+  return l, watcher, timer, task, signal
 end
 
 -- GitHub's anchor for a heading's text: lower case, punctuation out (the
@@ -362,11 +364,12 @@ describe("the documentation", function()
     rep.check()
   end)
 
-  it("documents lepoll.loop: its functions, the methods of loops, watchers, timers and tasks", function()
+  it("documents lepoll.loop: its functions, the methods of loops, watchers, timers, tasks, signal watchers",
+    function()
     local rep = report()
     entries(rep, "loop", ".", functions_of(loop))
-    local l, watcher, timer, task = loop_objects(finally)
-    for _, obj in ipairs({ { l, "l" }, { watcher, "w" }, { timer, "t" }, { task, "task" } }) do
+    local l, watcher, timer, task, signal = loop_objects(finally)
+    for _, obj in ipairs({ { l, "l" }, { watcher, "w" }, { timer, "t" }, { task, "task" }, { signal, "sw" } }) do
       entries(rep, obj[2], ":", methods_of(obj[1]))
       metamethods_described(rep, obj[1], obj[2], "loop.md")
     end

@@ -129,6 +129,27 @@ describe("lepoll.loop's signals", function()
     w:stop()
   end)
 
+  it("runs the example of doc/loop.md's Signals: a server that stops on SIGTERM", function()
+    local doc = H.slurp("doc/loop.md")
+    local code = assert(doc:match("\n## Signals\n.-```lua\n(.-)```"), "no example")
+    local p = assert(lepoll.spawn { H.LUA, "-e", code, stdout = "pipe",
+      env = { LUA_PATH = package.path, LUA_CPATH = package.cpath, LD_PRELOAD = os.getenv("LD_PRELOAD") } })
+    C.defer(function() p:close() end)
+    local ep = C.new_set()
+    ep:set(p.stdout, "in")
+    ep:wait(10)
+    local port = tonumber(lepoll.read(p.stdout):match("^listening on port (%d+)\n$"))
+    local socket = require "socket"
+    local c = assert(socket.connect("127.0.0.1", port))
+    c:settimeout(10)
+    c:send("echo me\n")
+    assert.are.equal("echo me", c:receive())
+    c:close()
+    assert.is_true(p:kill("TERM"))
+    assert.are.same({ "exit", 0 }, { p:wait() })
+    assert.are.equal("SIGTERM: closing\ndone\n", lepoll.read(p.stdout))
+  end)
+
   it("Ctrl-C as an event: a script watching SIGINT handles it and exits as it chooses", function()
     local script = [[
       local loop = require "lepoll.loop"
