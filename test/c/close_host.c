@@ -7,11 +7,13 @@
  * in the kernel, referenced from globals, from a suspended coroutine's
  * to-be-closed variable, from the host's registry, or unreferenced; watched
  * by another set; used by finalizers; and, when lepoll.loop can be required
- * (LUA_PATH), loops with live watchers, timers and waiting tasks. Then it
- * calls lua_close (in the "-collected" variants after a full collection)
- * and checks that the number of open descriptors is back to what it was
- * before the state was made (every epoll descriptor was closed, the host's
- * own are still open with their data unread). Last it closes its own.
+ * (LUA_PATH), loops with live watchers, timers and waiting tasks; child
+ * processes, running or ended, and signal sets. Then it calls lua_close
+ * (in the "-collected" variants after a full collection) and checks that
+ * the number of open descriptors is back to what it was before the state
+ * was made (every epoll descriptor was closed, the host's own are still
+ * open with their data unread), that no child is left, running or unreaped,
+ * and that the blocked signals are those of before. Last it closes its own.
  *
  * Run under valgrind by `make test-close`: valgrind fails the run on any
  * error or definite leak (--error-exitcode), and the host also asks
@@ -26,6 +28,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -291,6 +294,31 @@ static const char *const close_script[] = {
 	"  return h\n"
 	"end\n"
 	"\n"
+	"-- Child processes (running, with pipes; one ended and not reaped) and\n"
+	"-- signal sets, kept and garbage, some in a loop: lua_close kills and\n"
+	"-- reaps every child, closes every descriptor, and unblocks every signal.\n"
+	"function scenarios.processes()\n"
+	"  KEEP[1] = assert(lepoll.spawn { 'sleep', '3600', stdin = 'pipe', stdout = 'pipe', stderr = 'pipe' })\n"
+	"  assert(lepoll.spawn { 'sleep', '3600', stdout = 'pipe' }) -- garbage\n"
+	"  local ended = assert(lepoll.spawn { 'true' })\n"
+	"  KEEP[2] = ended\n"
+	"  KEEP[3] = lepoll.signals('USR1')\n"
+	"  lepoll.signals('USR2') -- garbage\n"
+	"  local ok, loop = pcall(require, 'lepoll.loop')\n"
+	"  if ok then\n"
+	"    local l = loop.new()\n"
+	"    open = open + 1\n"
+	"    l:process({ 'sleep', '3600' }, function() end)\n"
+	"    l:signal('HUP', function() end)\n"
+	"    check(l:run('nowait') == true, 'the loop has nothing to do')\n"
+	"    KEEP[4] = l\n"
+	"    reachable = reachable + 1\n"
+	"  end\n"
+	"  local h = full_set(8)\n"
+	"  reachable = reachable + 1\n"
+	"  return h\n"
+	"end\n"
+	"\n"
 	"local h = scenarios[scenario]()\n"
 	"if h == nil then return nil end\n"
 	"return open, reachable, h\n",
@@ -318,17 +346,53 @@ static int traceback(lua_State *L)
 
 /* --------------------------------------------------------------- scenarios */
 
+/* This process's children, running or not reaped. */
+static int count_children(void)
+{
+	char path[64];
+	FILE *f;
+	int n = 0, c;
+	long pid;
+
+	snprintf(path, sizeof path, "/proc/self/task/%ld/children", (long)getpid());
+	f = fopen(path, "r");
+	if (f == NULL)
+		return -1;
+	while (fscanf(f, "%ld", &pid) == 1)
+		n++;
+	c = ferror(f);
+	fclose(f);
+	return c ? -1 : n;
+}
+
+/* The signals this thread blocks, as a number (the first 64). */
+static unsigned long long blocked_signals(void)
+{
+	sigset_t set;
+	unsigned long long bits = 0;
+	int sig;
+
+	sigprocmask(SIG_BLOCK, NULL, &set);
+	for (sig = 1; sig < 64; sig++)
+		if (sigismember(&set, sig) == 1)
+			bits |= 1ULL << sig;
+	return bits;
+}
+
 static void scenario(const char *name, int collect)
 {
 	char label[64];
 	int fds_before, ep_before, fds_open, ep_open, fds_after, ep_after, ep_collected = 0;
-	int open, reachable, ref, i;
+	int open, reachable, ref, i, children_before, children_open;
+	unsigned long long mask_before, mask_open;
 	size_t next = 0;
 	lua_State *L;
 	lepoll_set *set;
 
 	snprintf(label, sizeof label, "%s%s", name, collect ? "-collected" : "");
 	fds_before = count_fds(&ep_before);
+	children_before = count_children();
+	mask_before = blocked_signals();
 	num_notes = 0;
 
 	L = luaL_newstate();
@@ -372,6 +436,12 @@ static void scenario(const char *name, int collect)
 	lua_settop(L, 0);
 
 	fds_open = count_fds(&ep_open);
+	children_open = count_children();
+	mask_open = blocked_signals();
+	if (strcmp(name, "processes") == 0)
+		check(children_open >= children_before + 3 && mask_open != mask_before,
+		      "%s: %d children and signals blocked (%llx) before lua_close", label,
+		      children_open - children_before, mask_open);
 	check(ep_open - ep_before == open && open > 0,
 	      "%s: %d epoll sets open before lua_close (the script counts %d)", label,
 	      ep_open - ep_before, open);
@@ -393,6 +463,11 @@ static void scenario(const char *name, int collect)
 	      "%s: after lua_close: %d descriptors (%d before the state, %d with it), "
 	      "%d epoll sets (%d before)", label, fds_after, fds_before, fds_open, ep_after, ep_before);
 	check(host_fds_intact(), "%s: the host's descriptors are open, their data unread", label);
+	check(count_children() == children_before && children_before >= 0,
+	      "%s: after lua_close: %d children (%d before the state, %d with it)", label, count_children(),
+	      children_before, children_open);
+	check(blocked_signals() == mask_before, "%s: after lua_close: blocked signals %llx (%llx before)",
+	      label, blocked_signals(), mask_before);
 	if (strcmp(name, "sets") == 0 && !collect) {
 		check(num_notes == 2, "%s: finalizers ran during lua_close (%d notes)", label, num_notes);
 		for (i = 0; i < num_notes && i < MAX_NOTES; i++)
@@ -420,6 +495,8 @@ int main(void)
 	scenario("sets", 1);
 	scenario("loop", 0);
 	scenario("loop", 1);
+	scenario("processes", 0);
+	scenario("processes", 1);
 
 	for (i = 0; i < NUM_PIPES; i++) {
 		close(pipes[i][0]);
