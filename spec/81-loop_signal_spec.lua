@@ -38,6 +38,7 @@ end
 
 describe("lepoll.loop's signals", function()
   H.no_fd_leaks(lazy_setup, lazy_teardown)
+  H.no_child_leaks(lazy_setup, lazy_teardown)
   lazy_teardown(function() assert.are.same({}, T.blocked()) end)
 
   it("l:signal calls its callbacks for each delivery, in the order they were started", function()
