@@ -30,9 +30,20 @@ local function spawn(spec)
   return p
 end
 
+-- Process pid's state letter and process group, from /proc; nil once gone.
+local function proc_stat(pid)
+  local f = io.open("/proc/" .. pid .. "/stat")
+  if not f then return nil end
+  local line = f:read("*l")
+  f:close()
+  -- pid (comm) state ppid pgrp ...: comm may hold spaces, so after its ")"
+  local state, pgrp = line:match("%) (%S) %d+ (%d+)")
+  return { state = state, pgrp = tonumber(pgrp) }
+end
+
 -- The descriptors process pid has, as "0 1 2 ...".
 local function fds_of(pid)
-  local out = H.run("ls /proc/" .. pid .. "/fd")
+  local out = H.run("env -u LD_PRELOAD ls /proc/" .. pid .. "/fd")
   local fds = {}
   for n in out:gmatch("%d+") do fds[#fds + 1] = tonumber(n) end
   table.sort(fds)
@@ -125,12 +136,13 @@ describe("lepoll.spawn", function()
     ep:set(p.stdout, "in")
     ep:wait(10)
     local grandchild = assert(tonumber(lepoll.read(p.stdout):match("%d+")))
-    assert.are.equal(tostring(p.pid), (H.run("ps -o pgid= -p " .. grandchild):gsub("%s", "")))
+    assert.are.equal(p.pid, proc_stat(grandchild).pgrp)
     assert.is_true(p:killgroup())
     assert.are.same({ "signal", 15 }, { p:wait() })
     local gone = false
     for _ = 1, 200 do -- the grandchild is init's to reap
-      gone = H.run("ps -o stat= -p " .. grandchild):match("^%s*Z?%s*$") ~= nil
+      local st = proc_stat(grandchild)
+      gone = st == nil or st.state == "Z"
       if gone then break end
       ep:wait(0.01)
     end

@@ -54,7 +54,7 @@ end
 
 -- Whether any process of process group pgid is alive (zombies aside).
 local function group_alive(pgid)
-  local out = H.run("ps -e -o pgid=,stat=")
+  local out = H.run("env -u LD_PRELOAD ps -e -o pgid=,stat=") -- (not under make sanitize's preload)
   for g, stat in out:gmatch("(%d+)%s+(%S+)") do
     if tonumber(g) == pgid and not stat:match("^Z") then return true end
   end
