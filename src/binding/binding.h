@@ -11,7 +11,9 @@
  *   resolver.c  lepoll.resolver(): host names resolved off the thread
  *   fdio.c      lepoll.read and lepoll.write on any descriptor
  *   select.c    lepoll.selector(): socket.select on a persistent set
- *   module.c    the module's functions, the C API, luaopen_lepoll
+ *   waker.c     lepoll.waker() and the wakers' C API: values from host
+ *               threads, taken by the script
+ *   module.c    the module's functions, the sets' C API, luaopen_lepoll
  * Private names start with lepb_.
  */
 #ifndef LEPOLL_BINDING_H
@@ -108,6 +110,8 @@ LEPB_HIDDEN void lepb_register_resolver(lua_State *L);
 LEPB_HIDDEN void lepb_register_fdio(lua_State *L);
 /* Makes the selector's metatable, sets module.selector. */
 LEPB_HIDDEN void lepb_register_select(lua_State *L);
+/* Makes the waker's metatable, sets module.waker. */
+LEPB_HIDDEN void lepb_register_waker(lua_State *L);
 LEPB_HIDDEN int lepb_iter_ready_protected(lua_State *L);
 LEPB_HIDDEN int lepb_fold_ready_protected(lua_State *L);
 #if LEPOLL_HAVE_TOCLOSE
