@@ -133,7 +133,7 @@ all: $(BUILD)/lepoll.so $(BUILD)/liblepoll.a
 # LEPOLL_BUILD, and start child processes with LEPOLL_LUA. mk/faults.mk
 # adds the fault-injection library to the prerequisites.
 ## the C core's tests, then the specs (busted; LUA=... for another Lua)
-test: all $(BUILD)/spec/lepoll_test.so $(BUILD)/core_test $(BUILD)/host $(BUILD)/waker_host
+test: all $(BUILD)/spec/lepoll_test.so $(BUILD)/core_test $(BUILD)/host
 	$(BUILD)/core_test
 	LEPOLL_BUILD=$(BUILD) LEPOLL_LUA=$(LUA) $(BUSTED) --run=$(LUA)
 

@@ -30,11 +30,12 @@ $(TSAN_DIR)/threads_host: test/c/threads_host.c test/c/fds.h test/c/tsan.h src/l
 $(TSAN_DIR)/waker_threads: test/c/waker_threads.c test/c/fds.h test/c/tsan.h src/lepoll.h $(TSAN_DIR)/liblepoll.a | deps
 	$(call host_cc,$(TSAN_CFLAGS))
 
-# Built plainly too: spec/33-waker_spec.lua runs it, under each Lua.
+# Built plainly too: spec/33-waker_spec.lua runs it, under each Lua, with
+# the example waker host and the failing-allocator host.
 $(BUILD)/waker_threads: test/c/waker_threads.c test/c/fds.h test/c/tsan.h src/lepoll.h $(BUILD)/liblepoll.a | deps
 	$(call host_cc,-g)
 
-test sanitize valgrind: $(BUILD)/waker_threads
+test sanitize valgrind: $(BUILD)/waker_threads $(BUILD)/waker_host $(BUILD)/oom_host
 
 ## Lua states in threads, and host threads waking a script, under ThreadSanitizer (test/c/threads_host.c, waker_threads.c)
 test-threads: $(TSAN_DIR)/threads_host $(TSAN_DIR)/waker_threads
