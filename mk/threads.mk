@@ -1,4 +1,4 @@
-# Lua states in several threads at once, under ThreadSanitizer
+# Lua states in threads, and host threads waking a script, under ThreadSanitizer
 #   make test-threads   build/tsan/threads_host, then build/tsan/waker_threads,
 #                       under ThreadSanitizer
 #
