@@ -144,10 +144,13 @@ demo: $(BUILD)/lepoll.so
 	$(DEMO_ENV) $(LUA) examples/demo.lua
 	$(DEMO_ENV) $(LUA) examples/roundtrip.lua
 
-## build build/host, the example C host (examples/host)
-host: $(BUILD)/host
+## build build/host and build/waker_host, the example C hosts (examples/host)
+host: $(BUILD)/host $(BUILD)/waker_host
 
 $(BUILD)/host: examples/host/host.c src/lepoll.h $(BUILD)/liblepoll.a
+	$(call host_cc,)
+
+$(BUILD)/waker_host: examples/host/waker.c src/lepoll.h $(BUILD)/liblepoll.a
 	$(call host_cc,)
 
 ## install module, Lua modules, header and static library (PREFIX=/usr/local, DESTDIR=)

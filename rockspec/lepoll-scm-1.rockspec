@@ -24,10 +24,10 @@ build = {
       lepoll = {
          sources = {
             "src/core/check.c", "src/core/child.c", "src/core/epset.c", "src/core/fdio.c", "src/core/names.c",
-            "src/core/resolver.c", "src/core/signals.c", "src/core/timeouts.c",
+            "src/core/resolver.c", "src/core/signals.c", "src/core/timeouts.c", "src/core/waker.c",
             "src/binding/args.c", "src/binding/errors.c", "src/binding/fdio.c", "src/binding/methods.c",
             "src/binding/module.c", "src/binding/process.c", "src/binding/ready.c", "src/binding/resolver.c",
-            "src/binding/select.c", "src/binding/signals.c", "src/binding/tostring.c",
+            "src/binding/select.c", "src/binding/signals.c", "src/binding/tostring.c", "src/binding/waker.c",
          },
          libraries = { "pthread" },
          incdirs = { "src", "src/core", "src/binding" },

@@ -15,23 +15,7 @@ local IN = lepoll.IN
 
 local popen = H.popen
 
--- Runs fn() in a forked child of this process, which then ends with
--- _exit (busted's state, copied, never runs on). Returns what fn returned
--- (a string) or "error: " and its error, and how the child ended.
-local function in_child(fn)
-  local r, w = assert(T.pipe(true)) -- blocking: the parent reads once the child is gone
-  local pid = assert(T.fork())
-  if pid == 0 then
-    local ok, res = pcall(fn)
-    T.write(w, ok and tostring(res) or "error: " .. tostring(res))
-    T._exit(ok and 0 or 1)
-  end
-  T.close(w)
-  local how, code = T.waitpid(pid)
-  local out = T.read(r)
-  T.close(r)
-  return out, how, code
-end
+local in_child = H.in_child
 
 -- The descriptors of a program this process executes, as fd -> what it
 -- is (`ls -l /proc/self/fd` run by a shell).

@@ -6,6 +6,7 @@
 --     a signal set;
 --   - every function of `lepoll.loop`, and every method of a loop, an I/O
 --     watcher, a timer and a task (real ones, made on a pipe and closed);
+--   - every method of a waker (lepoll.waker());
 --   - every LEPOLL_API function declared in src/lepoll.h.
 -- Names starting with "_" (_VERSION) and metamethods are not functions to
 -- document; the metamethods are checked apart, as behaviours.
@@ -17,7 +18,7 @@
 --     receivers are the names the pages use: `lepoll.` for the module,
 --     `set:` for a set, `sigs:` for a signal set, `loop.` for
 --     lepoll.loop, `l:`, `w:`, `t:` and `task:` for a loop, a watcher, a
---     timer and a task;
+--     timer and a task, `waker:` for a waker;
 --   - another public field of the module (a constant) appears as a code
 --     span `lepoll.NAME` (the flags table of doc/reference.md);
 --   - a C function appears in a code span of doc/embedding.md as NAME(
@@ -373,6 +374,15 @@ describe("the documentation", function()
       entries(rep, obj[2], ":", methods_of(obj[1]))
       metamethods_described(rep, obj[1], obj[2], "loop.md")
     end
+    rep.check()
+  end)
+
+  it("documents every method of a waker, and describes its metamethods", function()
+    local waker = lepoll.waker()
+    finally(function() waker:close() end)
+    local rep = report()
+    entries(rep, "waker", ":", methods_of(waker))
+    metamethods_described(rep, waker, "waker", "embedding.md")
     rep.check()
   end)
 

@@ -1,6 +1,7 @@
 -- Child processes: shell commands and child interpreters of the Lua under
 -- test, their command lines, their output and how they ended.
 local compat = require "support.compat"
+local T = require "lepoll_test"
 
 local M = {}
 
@@ -35,6 +36,24 @@ end
 function M.sh(cmd)
   local out, ok = M.run(cmd)
   return ok, out
+end
+
+-- Runs fn() in a forked child of this process, which then ends with
+-- _exit (busted's state, copied, never runs on). Returns what fn returned
+-- (a string) or "error: " and its error, and how the child ended.
+function M.in_child(fn)
+  local r, w = assert(T.pipe(true)) -- blocking: the parent reads once the child is gone
+  local pid = assert(T.fork())
+  if pid == 0 then
+    local ok, res = pcall(fn)
+    T.write(w, ok and tostring(res) or "error: " .. tostring(res))
+    T._exit(ok and 0 or 1)
+  end
+  T.close(w)
+  local how, code = T.waitpid(pid)
+  local out = T.read(r)
+  T.close(r)
+  return out, how, code
 end
 
 return M

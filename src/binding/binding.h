@@ -14,7 +14,9 @@
  *   process.c   lepoll.spawn(): child processes
  *   select.c    lepoll.selector(): socket.select on a persistent set
  *   signals.c   lepoll.signals(): signals as a descriptor; lepoll.signum
- *   module.c    the module's functions, the C API, luaopen_lepoll
+ *   waker.c     lepoll.waker() and the wakers' C API: values from host
+ *               threads, taken by the script
+ *   module.c    the module's functions, the sets' C API, luaopen_lepoll
  * Private names start with lepb_.
  */
 #ifndef LEPOLL_BINDING_H
@@ -122,6 +124,8 @@ LEPB_HIDDEN void lepb_register_process(lua_State *L);
 LEPB_HIDDEN void lepb_register_select(lua_State *L);
 /* Makes the signal set's metatable, sets module.signals and module.signum. */
 LEPB_HIDDEN void lepb_register_signals(lua_State *L);
+/* Makes the waker's metatable, sets module.waker. */
+LEPB_HIDDEN void lepb_register_waker(lua_State *L);
 LEPB_HIDDEN int lepb_iter_ready_protected(lua_State *L);
 LEPB_HIDDEN int lepb_fold_ready_protected(lua_State *L);
 #if LEPOLL_HAVE_TOCLOSE

@@ -1,6 +1,6 @@
 /*
- * module.c: the module's functions (create, flags, ...), the C API of
- * lepoll.h and luaopen_lepoll, which puts the set's methods together.
+ * module.c: the module's functions (create, flags, ...), the sets' C API
+ * of lepoll.h and luaopen_lepoll, which puts the set's methods together.
  */
 #include "binding.h"
 
@@ -234,6 +234,7 @@ LEPOLL_API int luaopen_lepoll(lua_State *L)
 	lepb_register_process(L);
 	lepb_register_select(L);
 	lepb_register_signals(L);
+	lepb_register_waker(L);
 	lua_pushliteral(L, LEPOLL_VERSION);
 	lua_setfield(L, -2, "_VERSION");
 	return 1;

@@ -12,7 +12,8 @@
  * timeouts.c (seconds to milliseconds, the clock); fdio.c (one non-blocking
  * read or write on any descriptor, pipes, eventfds, close); signals.c
  * (signals received on a signalfd, their names, the process's blocked
- * signals); resolver.c, with its own header resolver.h, resolves host
+ * signals); waker.c (values posted from any thread, signalled on an
+ * eventfd); resolver.c, with its own header resolver.h, resolves host
  * names on worker threads; child.c, with child.h, starts child processes
  * and learns their end.
  */
@@ -149,6 +150,57 @@ LEP_HIDDEN int lep_eventfd(unsigned int initial, int semaphore, int *fd);
 /* close(2), never retried: EINTR counts as closed (Linux has released the
  * number). 0, or the errno (EBADF for a number not open). */
 LEP_HIDDEN int lep_close_fd(int fd);
+
+/* A waker: a queue of byte strings, appended to from any thread, and an
+ * eventfd, readable exactly while a value is queued, that wakes the thread
+ * of a Lua state to take them. Made by the Lua side (src/binding/waker.c),
+ * which takes the values and is the one to close it; the host holds
+ * references to post. Closing makes posts fail with EPIPE, frees the
+ * queued values and closes the eventfd; the memory goes with the last
+ * reference. Memory is malloc's: host threads post without a lua_State.
+ * Like the resolver, a waker belongs to the process that made it: in a
+ * forked child, post and take refuse with ECHILD, close closes only the
+ * child's copy of the descriptor and release does nothing (the memory,
+ * which a lock held at the fork may guard, is left).
+ *
+ * The struct's tag is the public name of lepoll.h, so that the C API hands
+ * out the core's waker as it is. */
+typedef struct lepoll_waker lep_waker;
+
+/* One queued value: len bytes of data, a copy of what was posted. */
+typedef struct lep_wake_value {
+	struct lep_wake_value *next;
+	size_t len;
+	char data[];
+} lep_wake_value;
+
+/* A new waker, open, with one reference: the caller's. ENOMEM, or
+ * eventfd's errno (EMFILE, ...). */
+LEP_HIDDEN int lep_waker_open(lep_waker **out);
+/* The eventfd (non-blocking, close-on-exec), -1 once closed. */
+LEP_HIDDEN int lep_waker_fd(const lep_waker *w);
+/* Any thread: queues a copy of len bytes (data may be NULL when len is 0).
+ * 0, ENOMEM (the queue as it was), EPIPE once closed, EINVAL for NULL data
+ * with len > 0, ECHILD in a forked child. */
+LEP_HIDDEN int lep_waker_post(lep_waker *w, const void *data, size_t len);
+/* The oldest value, now the caller's (lep_wake_value_free), or NULL when
+ * none is queued; whenever the queue is left empty, the eventfd's counter
+ * is read back to 0. 0, EBADF once closed, ECHILD in a forked child. */
+LEP_HIDDEN int lep_waker_take(lep_waker *w, lep_wake_value **out);
+/* Puts v, just taken, back at the head (the caller could not deliver it;
+ * the one taker keeps the order so); freed instead when w was closed
+ * meanwhile. */
+LEP_HIDDEN void lep_waker_unget(lep_waker *w, lep_wake_value *v);
+LEP_HIDDEN void lep_wake_value_free(lep_wake_value *v);
+/* Values queued (0 in a forked child). */
+LEP_HIDDEN size_t lep_waker_queued(lep_waker *w);
+/* Idempotent: posts fail with EPIPE from now on, the queued values are
+ * freed, the eventfd is closed (close()'s errno returned, never retried). */
+LEP_HIDDEN int lep_waker_close(lep_waker *w);
+/* Any thread: one reference more, or one less; the last one closes the
+ * waker if needed and frees it. */
+LEP_HIDDEN void lep_waker_retain(lep_waker *w);
+LEP_HIDDEN void lep_waker_release(lep_waker *w);
 
 /* "in|out|et", canonical order, unnamed bits as one hex literal at the end.
  * Returns the length; writes at most n bytes including the NUL. */

@@ -18,6 +18,7 @@
 #include <float.h>
 #include <limits.h>
 #include <math.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -25,6 +26,7 @@
 #include <string.h>
 #include <sys/resource.h>
 #include <sys/time.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 /* ---------------------------------------------------------------- checks */
@@ -98,6 +100,8 @@ static const char *ename(int err)
 	case EEXIST: return "EEXIST";
 	case EINVAL: return "EINVAL";
 	case EMFILE: return "EMFILE";
+	case EPIPE: return "EPIPE";
+	case ECHILD: return "ECHILD";
 	default:
 		snprintf(b, sizeof buf[0], "errno %d", err);
 		return b;
@@ -1477,6 +1481,112 @@ static void test_default_num_fds(void)
 	CHECK(n >= 1, "lep_default_num_fds: %d", n);
 }
 
+/* ------------------------------------------------------------- wakers */
+
+/* Whether the waker's descriptor is readable now. */
+static int waker_readable(const lep_waker *w)
+{
+	struct pollfd p = {lep_waker_fd(w), POLLIN, 0};
+
+	return poll(&p, 1, 0) == 1 && (p.revents & POLLIN) != 0;
+}
+
+/* Takes the next value and checks it is want (len bytes); frees it. */
+static void check_take(lep_waker *w, const char *want, size_t len)
+{
+	lep_wake_value *v = NULL;
+
+	CHECK_ERR(lep_waker_take(w, &v), 0);
+	if (!CHECK(v != NULL, "no value where \"%.*s\" was due", (int)len, want))
+		return;
+	CHECK(v->len == len && memcmp(v->data, want, len) == 0, "took \"%.*s\", want \"%.*s\"", (int)v->len,
+	      v->data, (int)len, want);
+	lep_wake_value_free(v);
+}
+
+static void test_waker(void)
+{
+	lep_waker *w = NULL;
+	lep_wake_value *v = NULL;
+	int fd, status;
+	pid_t pid;
+
+	CHECK_ERR(lep_waker_open(&w), 0);
+	if (!CHECK(w != NULL, "lep_waker_open gave no waker"))
+		return;
+	fd = lep_waker_fd(w);
+	CHECK(fd >= 0 && (fcntl(fd, F_GETFL) & O_NONBLOCK) && (fcntl(fd, F_GETFD) & FD_CLOEXEC),
+	      "fd %d: not a non-blocking, close-on-exec descriptor", fd);
+	CHECK(!waker_readable(w), "readable before any post");
+	CHECK_ERR(lep_waker_take(w, &v), 0);
+	CHECK(v == NULL, "a value from an empty waker");
+
+	/* Readable exactly while a value is queued; values in order. */
+	CHECK_ERR(lep_waker_post(w, "one", 3), 0);
+	CHECK_ERR(lep_waker_post(w, NULL, 0), 0);
+	CHECK_ERR(lep_waker_post(w, "three", 5), 0);
+	CHECK_INT(lep_waker_queued(w), 3);
+	CHECK(waker_readable(w), "not readable with 3 values queued");
+	check_take(w, "one", 3);
+	check_take(w, "", 0);
+	CHECK(waker_readable(w), "not readable with 1 value queued");
+	check_take(w, "three", 5);
+	CHECK(!waker_readable(w), "readable once the last value was taken");
+	CHECK_INT(lep_waker_queued(w), 0);
+
+	/* Refused posts leave the queue as it was. */
+	CHECK_ERR(lep_waker_post(w, NULL, 1), EINVAL);
+	CHECK_ERR(lep_waker_post(w, "x", SIZE_MAX), ENOMEM);
+	CHECK_INT(lep_waker_queued(w), 0);
+	CHECK(!waker_readable(w), "readable after refused posts");
+
+	/* A value put back comes first again, and the descriptor wakes. */
+	CHECK_ERR(lep_waker_post(w, "a", 1), 0);
+	CHECK_ERR(lep_waker_post(w, "b", 1), 0);
+	CHECK_ERR(lep_waker_take(w, &v), 0);
+	lep_waker_unget(w, v);
+	check_take(w, "a", 1);
+	CHECK_ERR(lep_waker_take(w, &v), 0);
+	CHECK(!waker_readable(w), "readable with the queue empty");
+	lep_waker_unget(w, v);
+	CHECK(waker_readable(w), "not readable once a value was put back");
+	check_take(w, "b", 1);
+
+	/* A forked child refuses to post or take: it shares the counter. */
+	CHECK_ERR(lep_waker_post(w, "parent's", 8), 0);
+	pid = fork();
+	if (pid == 0) {
+		int ok = lep_waker_post(w, "x", 1) == ECHILD && lep_waker_take(w, &v) == ECHILD && v == NULL &&
+		         lep_waker_queued(w) == 0 && lep_waker_close(w) == 0 && lep_waker_fd(w) == -1;
+		lep_waker_release(w);
+		_exit(ok ? 0 : 1);
+	}
+	if (CHECK(pid > 0, "fork failed") && CHECK(waitpid(pid, &status, 0) == pid, "waitpid failed"))
+		CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0, "the child's calls were not refused");
+	CHECK(waker_readable(w), "the child's close took the descriptor");
+	check_take(w, "parent's", 8);
+
+	/* Closing: posts fail with EPIPE, queued values go, the descriptor too;
+	 * the memory stays while a reference does. */
+	lep_waker_retain(w);
+	CHECK_ERR(lep_waker_post(w, "dropped", 7), 0);
+	CHECK_ERR(lep_waker_close(w), 0);
+	CHECK_INT(lep_waker_fd(w), -1);
+	CHECK(fcntl(fd, F_GETFD) == -1 && errno == EBADF, "fd %d still open after close", fd);
+	CHECK_ERR(lep_waker_close(w), 0);
+	CHECK_ERR(lep_waker_post(w, "late", 4), EPIPE);
+	CHECK_ERR(lep_waker_take(w, &v), EBADF);
+	CHECK_INT(lep_waker_queued(w), 0);
+	lep_waker_release(w);
+	CHECK_ERR(lep_waker_post(w, "late", 4), EPIPE);
+	lep_waker_release(w);
+
+	/* The last release closes a waker nobody closed. */
+	CHECK_ERR(lep_waker_open(&w), 0);
+	CHECK_ERR(lep_waker_post(w, "left", 4), 0);
+	lep_waker_release(w);
+}
+
 int main(void)
 {
 	int fds_before, fds_after;
@@ -1499,6 +1609,7 @@ int main(void)
 	test_errname();
 	test_check();
 	test_default_num_fds();
+	test_waker();
 
 	fds_after = count_fds();
 	CHECK(fds_after == fds_before, "descriptor leak: %d entries in /proc/self/fd, %d at the start",

@@ -36,23 +36,10 @@
 #include <lualib.h>
 
 #include "fds.h"
+#include "tsan.h"
 #include "lepoll.h"
 
 #define MAX_THREADS 64
-
-/* ------------------------------------------------- ThreadSanitizer reports */
-
-#if defined(__SANITIZE_THREAD__)
-/* ThreadSanitizer calls this for every report it prints (a weak hook of its
- * runtime); counting them turns a report into a failed test. */
-static int tsan_reports;
-void __tsan_on_report(const void *report);
-void __tsan_on_report(const void *report)
-{
-	(void)report;
-	__atomic_add_fetch(&tsan_reports, 1, __ATOMIC_SEQ_CST);
-}
-#endif
 
 /* ---------------------------------------------------- the host's functions */
 
@@ -652,7 +639,7 @@ int main(int argc, char **argv)
 	       "no descriptor left open by the closed states (descriptors: %d before, %d after; "
 	       "epoll sets: %d before, %d after)", fds_before, fds_after, ep_before, ep_after);
 #if defined(__SANITIZE_THREAD__)
-	i = __atomic_load_n(&tsan_reports, __ATOMIC_SEQ_CST);
+	i = tsan_report_count();
 	report(i == 0 ? PASSED : FAILED, "ThreadSanitizer reports: %d", i);
 #else
 	report(SKIPPED, "ThreadSanitizer reports: not built with -fsanitize=thread");
