@@ -9,7 +9,9 @@
  *                                     phase timed apart -> ns_add, ns_mod,
  *                                     ns_del (totals), ops per phase
  * and the fixtures and the clock the Lua driver needs:
- *   now_ns()                          CLOCK_MONOTONIC, integer ns
+ *   now_ns()                          CLOCK_MONOTONIC, integer ns since
+ *                                     benchc was loaded (so exact in a
+ *                                     double: LuaJIT has no integers)
  *   pipes(n)                          n pipes, one byte written into each;
  *                                     -> list of read ends, list of write ends
  *   eventfds(n [, ready])             n eventfds, the first `ready` readable
@@ -34,6 +36,15 @@
 #include <lauxlib.h>
 #include <lua.h>
 
+/* Built for every Lua the Makefile knows, LuaJIT included (its API is
+ * 5.1's): only calls that 5.1 has, or these. */
+#if LUA_VERSION_NUM < 502
+#define lua_rawlen lua_objlen
+#ifndef luaL_newlib /* LuaJIT 2.1 has it, 5.1 not */
+#define luaL_newlib(L, l) (lua_newtable(L), luaL_register(L, NULL, l))
+#endif
+#endif
+
 #define BENCH_API __attribute__((visibility("default")))
 
 int BENCH_API luaopen_benchc(lua_State *L);
@@ -54,9 +65,11 @@ static int64_t now_ns(void)
 	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
 }
 
+static int64_t loaded_ns;
+
 static int l_now_ns(lua_State *L)
 {
-	lua_pushinteger(L, (lua_Integer)now_ns());
+	lua_pushinteger(L, (lua_Integer)(now_ns() - loaded_ns));
 	return 1;
 }
 
@@ -66,12 +79,12 @@ static int *tofds(lua_State *L, int idx, int *n)
 	int i, *fds;
 
 	luaL_checktype(L, idx, LUA_TTABLE);
-	*n = (int)luaL_len(L, idx);
+	*n = (int)lua_rawlen(L, idx);
 	fds = malloc(sizeof *fds * (size_t)(*n > 0 ? *n : 1));
 	if (fds == NULL)
 		luaL_error(L, "out of memory");
 	for (i = 0; i < *n; i++) {
-		lua_geti(L, idx, i + 1);
+		lua_rawgeti(L, idx, i + 1);
 		fds[i] = (int)lua_tointeger(L, -1);
 		lua_pop(L, 1);
 	}
@@ -224,9 +237,9 @@ static int l_close(lua_State *L)
 	lua_Integer i, n;
 
 	luaL_checktype(L, 1, LUA_TTABLE);
-	n = luaL_len(L, 1);
+	n = (lua_Integer)lua_rawlen(L, 1);
 	for (i = 1; i <= n; i++) {
-		lua_geti(L, 1, i);
+		lua_rawgeti(L, 1, (int)i);
 		close((int)lua_tointeger(L, -1));
 		lua_pop(L, 1);
 	}
@@ -274,6 +287,7 @@ int luaopen_benchc(lua_State *L)
 		{"pipes", l_pipes},         {"eventfds", l_eventfds}, {"close", l_close},
 		{"raise_nofile", l_raise_nofile}, {"pin_cpu", l_pin_cpu}, {NULL, NULL},
 	};
+	loaded_ns = now_ns();
 	luaL_newlib(L, fns);
 	return 1;
 }

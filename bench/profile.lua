@@ -12,6 +12,7 @@ local MODES = {
 	{ "floor", "wait(0) + a Lua loop of callbacks (the floor)" },
 	{ "iter", "wait(0) + iter_ready" },
 	{ "fold", "wait(0) + fold_ready" },
+	{ "ready", "wait(0) + ready_into + a Lua loop of callbacks" },
 	{ "luv", "luv: a poll handle per pipe, run(\"nowait\")" },
 }
 
@@ -38,6 +39,12 @@ if arg[1] == "--child" then
 		for _ = 1, waits do ep:wait(0); ep:iter_ready(cb) end
 	elseif mode == "fold" then
 		for _ = 1, waits do ep:wait(0); n = ep:fold_ready(n, fcb) end
+	elseif mode == "ready" then
+		local rfds, rflags = {}, {}
+		for _ = 1, waits do
+			ep:wait(0)
+			for i = 1, ep:ready_into(rfds, rflags) do cb(rfds[i], rflags[i]) end
+		end
 	elseif mode == "luv" then
 		local uv = require "luv"
 		local handles = {}

@@ -4,7 +4,8 @@
 #                       BENCH_BUDGET_MS: the time each contender runs per
 #                       round), with the echo section (bench-echo), the
 #                       tasks section (bench-tasks), the instruction counts
-#                       (bench-profile) and bench/scaling.png
+#                       (bench-profile), the LuaJIT section (bench-luajit)
+#                       and bench/scaling.png
 #   make bench-smoke    every benchmark at tiny sizes, one short round, for
 #                       CI; ends with "N passed, N failed" (benchmarks that ran)
 #   make bench-echo     the echo-server benchmark alone (ECHO_ROUNDS,
@@ -25,8 +26,12 @@
 #                       writes build/bench/select.md
 #   make bench-profile  user-space instructions per event at N=64, counted by
 #                       callgrind, for wait(0) alone, the plain-Lua floor,
-#                       iter_ready, fold_ready and luv; writes
+#                       iter_ready, fold_ready, ready_into and luv; writes
 #                       build/bench/profile.md
+#   make bench-luajit   the dispatch, scaling, churn and memory benchmarks
+#                       (bench/run.lua) under LuaJIT, against lepoll and
+#                       benchc built for it in build/luajit/ (a make of its
+#                       own, LUA=luajit); writes build/bench/luajit.md
 #   make deps-bench     the peers, gnuplot, wrk and perf, when missing
 # The peers come from Debian's packages (lua-luv, lua-cqueues, lua-socket;
 # gnuplot-nox for the plot; wrk and linux-perf for bench-tasks). The raw C
@@ -50,8 +55,12 @@ TASKS_SECONDS   ?= 3
 HTTP_ROUNDS     ?= 5
 HTTP_SECONDS    ?= 3
 BENCH_ENV        = LUA_CPATH="$(BENCH_DIR)/?.so;$(BUILD)/?.so;;" LUA_PATH="$(LUA_MODS_PATH)"
+# LuaJIT's build, whatever LUA is: the Makefile's BUILD for LUA=luajit.
+BENCH_JIT_BUILD := build/luajit
+BENCH_JIT_ENV    = LUA_CPATH="$(BENCH_JIT_BUILD)/bench/?.so;$(BENCH_JIT_BUILD)/?.so;;" LUA_PATH="$(LUA_MODS_PATH)"
 
-.PHONY: bench bench-smoke bench-echo bench-tasks bench-http bench-select bench-profile deps-bench
+.PHONY: bench bench-smoke bench-echo bench-tasks bench-http bench-select bench-profile bench-luajit \
+        bench-luajit-build deps-bench
 
 ## install the benchmarks' peers (luv, cqueues, LuaSocket), gnuplot, wrk and perf when missing
 deps-bench: deps
@@ -69,16 +78,18 @@ $(BENCH_DIR)/echo-%: bench/echo/%.c | deps-bench
 # The echo and tasks sections and the instruction counts are written first,
 # so that the report can take them in.
 ## every benchmark, full sizes; writes bench/RESULTS.md and bench/scaling.png
-bench: bench-echo bench-tasks bench-http bench-select bench-profile $(BUILD)/lepoll.so $(BENCH_SO) | deps-bench
+bench: bench-echo bench-tasks bench-http bench-select bench-profile bench-luajit $(BUILD)/lepoll.so $(BENCH_SO) \
+       | deps-bench
 	$(BENCH_ENV) $(LUA) bench/run.lua --rounds $(BENCH_ROUNDS) --budget-ms $(BENCH_BUDGET_MS) \
 	    --echo $(BENCH_DIR)/echo.md --tasks $(BENCH_DIR)/tasks.md --http $(BENCH_DIR)/http.md \
 	    --select $(BENCH_DIR)/select.md \
-	    --profile $(BENCH_PROFILE) \
+	    --profile $(BENCH_PROFILE) --luajit $(BENCH_DIR)/luajit.md \
 	    --plot bench/scaling.png --out bench/RESULTS.md
 
 ## every benchmark at tiny sizes, one short round, for CI
-bench-smoke: $(BUILD)/lepoll.so $(BENCH_SO) $(ECHO_BIN) | deps-bench
+bench-smoke: $(BUILD)/lepoll.so $(BENCH_SO) $(ECHO_BIN) bench-luajit-build | deps-bench
 	$(BENCH_ENV) $(LUA) bench/run.lua --smoke
+	$(BENCH_JIT_ENV) luajit bench/run.lua --smoke
 	$(BENCH_ENV) $(LUA) bench/echo.lua --lua $(LUA) --smoke
 	$(BENCH_ENV) $(LUA) bench/tasks.lua --lua $(LUA) --smoke
 	$(BENCH_ENV) $(LUA) bench/http.lua --lua $(LUA) --smoke
@@ -98,6 +109,17 @@ bench-tasks: $(BUILD)/lepoll.so $(BENCH_DIR)/echo-loadgen | deps-bench
 bench-http: $(BUILD)/lepoll.so | deps-bench
 	$(BENCH_ENV) $(LUA) bench/http.lua --lua $(LUA) --rounds $(HTTP_ROUNDS) --seconds $(HTTP_SECONDS) \
 	    --out $(BENCH_DIR)/http.md
+
+# lepoll and benchc for LuaJIT, by a make of their own: this one's rules
+# are for $(BUILD) alone.
+bench-luajit-build:
+	$(MAKE) --no-print-directory LUA=luajit $(BENCH_JIT_BUILD)/lepoll.so $(BENCH_JIT_BUILD)/bench/benchc.so
+
+## dispatch, scaling, churn and memory under LuaJIT; writes build/bench/luajit.md
+bench-luajit: bench-luajit-build | deps-bench
+	@mkdir -p $(BENCH_DIR)
+	$(BENCH_JIT_ENV) luajit bench/run.lua --rounds $(BENCH_ROUNDS) --budget-ms $(BENCH_BUDGET_MS) \
+	    --out $(BENCH_DIR)/luajit.md
 
 ## lepoll.select against socket.select, ns per call; writes build/bench/select.md
 bench-select: $(BUILD)/lepoll.so $(BENCH_SO) | deps-bench

@@ -279,6 +279,26 @@ describe("set:ready_into", function()
       ep:clear_ready()
     end)
 
+    it("hands over a copy: the loop over it may wait, clear_ready and close the set", function()
+      local ep, p = ready_pipes(3)
+      local fds, flags = {}, {}
+      local n = ep:ready_into(fds, flags)
+      assert.are.equal(3, n)
+      local seen, results = {}, {}
+      for i = 1, n do
+        -- No call into lepoll is running here, unlike in an iter_ready
+        -- callback: the set is not busy.
+        ep:clear_ready()
+        results[#results + 1] = ep:wait(0)
+        if i == 2 then assert.are.equal("x", T.read(p[1].r, 1)) end
+        if i == n then ep:close() end
+        seen[i] = { fds[i], flags[i] }
+      end
+      assert.are.same({ "ok", "ok", "ok" }, results)
+      assert.are.same({ { p[1].r, IN }, { p[2].r, IN }, { p[3].r, IN } }, seen)
+      assert.are.equal(CLOSED, H.msg_of(function() ep:ready_into(fds) end))
+    end)
+
     it("raises the closed-set error after a callback closed the set", function()
       local ep = ready_pipes(2)
       local errs = {}
@@ -457,6 +477,113 @@ describe("set:ready_into", function()
       assert.are.equal(CLOSED, err) -- the exact text, nothing added
       assert.are.same({ "untouched" }, fds)
       assert.are.equal("epoll{closed}", tostring(ep))
+    end)
+  end)
+
+  -- Under LuaJIT ready_into is a Lua function reading the ready buffer
+  -- through the FFI, for plain tables; a table with a metatable, a closed
+  -- set or a bad argument goes to the C function. Elsewhere it is C alone.
+  describe("its two paths", function()
+    it("are the FFI path under LuaJIT, C elsewhere", function()
+      local ep = C.new_set()
+      assert.are.equal(H.JIT and "Lua" or "C", debug.getinfo(ep.ready_into, "S").what)
+    end)
+
+    -- ready_into on plain tables and on tables with an empty metatable,
+    -- with and without flags: the same results, or the same error.
+    local function both_paths(ep)
+      local function run(make)
+        local fds, flags, only = make(), make(), make()
+        local ok, n = pcall(ep.ready_into, ep, fds, flags)
+        if not ok then return { err = n } end
+        local n2 = ep:ready_into(only)
+        local out = { n = n, n2 = n2, fds = {}, flags = {}, only = {} }
+        for k, v in pairs(fds) do out.fds[k] = v end
+        for k, v in pairs(flags) do out.flags[k] = v end
+        for k, v in pairs(only) do out.only[k] = v end
+        return out
+      end
+      local plain = run(function() return {} end)
+      local with_mt = run(function() return setmetatable({}, {}) end)
+      assert.are.same(with_mt, plain)
+      return plain
+    end
+
+    it("store the same events and flags, or raise the same error", function()
+      local ep = C.new_set()
+      local r, w = assert(T.pipe())
+      local a, b = C.socketpair()
+      local efd = T.eventfd()
+      defer(function() H.close(r, w, efd) end)
+      assert.are.same({ n = 0, n2 = 0, fds = {}, flags = {}, only = {} }, both_paths(ep))
+      ep:set(r, "in")
+      ep:set(a, "in|out")
+      ep:set(efd, "in|et")
+      T.write(b, "x")
+      H.close(w) -- the pipe's reader sees HUP without data
+      w = nil
+      assert.is_true(T.eventfd_write(efd, 1))
+      assert.are.equal("ok", ep:wait(0))
+      local got = both_paths(ep)
+      assert.are.equal(3, got.n)
+      local ifds, iflags = iter_lists(ep)
+      assert.are.same(ifds, got.fds)
+      assert.are.same(iflags, got.flags)
+      assert.are.same(ifds, got.only)
+      ep:clear_ready()
+      assert.are.equal(0, both_paths(ep).n)
+      assert.are.equal("ok", ep:wait(0))
+      ep:close()
+      assert.are.same({ err = CLOSED }, both_paths(ep))
+    end)
+
+    it("stay right in a hot loop (the JIT compiles it under LuaJIT), n changing", function()
+      local ep = C.new_set()
+      local expected = 0
+      for _ = 1, 3 do
+        local r, w = C.pipe()
+        ep:set(r, "in")
+        T.write(w, "x")
+        expected = expected + r
+      end
+      local efd = T.eventfd()
+      defer(function() H.close(efd) end)
+      ep:set(efd, "in|et")
+      local fds, flags, only = {}, {}, {}
+      local wrong, counts = 0, { [3] = 0, [4] = 0 }
+      for round = 1, 1000 do
+        if round % 3 == 0 then T.eventfd_write(efd, 1) end
+        ep:wait(0)
+        local n = ep:ready_into(fds, flags)
+        local sum, fsum = 0, 0
+        for i = 1, n do sum, fsum = sum + fds[i], fsum + flags[i] end
+        if ep:ready_into(only) ~= n then wrong = wrong + 1 end
+        for i = 1, n do if only[i] ~= fds[i] then wrong = wrong + 1 end end
+        local want = n == 4 and expected + efd or expected
+        if sum ~= want or fsum ~= n * IN then wrong = wrong + 1 end
+        counts[n] = (counts[n] or 0) + 1
+      end
+      assert.are.equal(0, wrong)
+      assert.is_true(counts[3] > 0 and counts[4] > 0)
+      assert.are.equal(1000, counts[3] + counts[4])
+    end)
+
+    it("read each set's own buffer, sets collected and made anew in between", function()
+      for round = 1, 40 do
+        local ep = lepoll.create(nil, 1 + round % 4)
+        local r, w = C.pipe()
+        ep:set(r, "in")
+        T.write(w, "x")
+        assert.are.equal("ok", ep:wait(0))
+        local fds, flags = {}, {}
+        assert.are.equal(1, ep:ready_into(fds, flags))
+        assert.are.same({ r }, fds)
+        assert.are.same({ IN }, flags)
+        if round % 2 == 0 then ep:close() end
+        ep = nil -- luacheck: ignore ep
+        collectgarbage()
+        collectgarbage()
+      end
     end)
   end)
 

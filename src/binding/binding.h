@@ -6,7 +6,7 @@
  *   errors.c    system errors as raised errors or as nil, message, errname
  *   methods.c   the set's methods: the table, waiting, closing
  *   ready.c     iter_ready and fold_ready (the busy state, callback errors),
- *               ready_into
+ *               ready_into (and its FFI path under LuaJIT)
  *   tostring.c  tostring(set)
  *   resolver.c  lepoll.resolver(): host names resolved off the thread
  *   fdio.c      lepoll.read and lepoll.write on any descriptor; pipe,
@@ -109,6 +109,9 @@ LEPB_HIDDEN int lepb_closedresult(lua_State *L);
 extern LEPB_HIDDEN const luaL_Reg lepb_set_methods[];
 extern LEPB_HIDDEN const luaL_Reg lepb_set_metamethods[];
 extern LEPB_HIDDEN const luaL_Reg lepb_ready_methods[];
+/* Under LuaJIT with the FFI, puts the FFI path of ready_into in the methods
+ * table at the top, in front of the C one (ready.c); elsewhere nothing. */
+LEPB_HIDDEN void lepb_ready_ffi(lua_State *L);
 LEPB_HIDDEN int lepb_tostring(lua_State *L);
 /* Makes the resolver's metatable and sets module.resolver (the module at
  * the top). */

@@ -216,6 +216,7 @@ LEPOLL_API int luaopen_lepoll(lua_State *L)
 	lua_createtable(L, 0, 24); /* module, mt, methods */
 	add_functions(L, lepb_set_methods);
 	add_functions(L, lepb_ready_methods);
+	lepb_ready_ffi(L);
 	lua_setfield(L, -2, "__index");
 	lua_pop(L, 1); /* module */
 	add_functions(L, module_functions);

@@ -6,7 +6,8 @@
  * ways to do that: a to-be-closed guard (5.4, main thread: the callback's
  * own frames stay in the traceback) or a protected call (elsewhere).
  * ready_into copies the events into the caller's tables and calls nothing, so
- * it needs no busy state.
+ * it needs no busy state; under LuaJIT, a Lua function that reads the ready
+ * buffer through the FFI stands in front of it.
  */
 #include "binding.h"
 
@@ -207,6 +208,120 @@ static int m_ready_into(lua_State *L)
 	lua_pushinteger(L, (lua_Integer)n);
 	return 1;
 }
+
+/* ------------------------------------------------- ready_into on LuaJIT */
+
+#if LEPOLL_LUAJIT
+#include <stddef.h>
+#include <string.h>
+#include <sys/epoll.h>
+
+/* LuaJIT compiles a Lua loop over the copy but never a call into C, and
+ * each value stored through the API costs about as much as the loop's
+ * whole work per event. So when the FFI is there, ready_into is this Lua
+ * function: it reads the set and its ready buffer as 32-bit words at
+ * offsets this file computes, and stores into plain tables (no metatable:
+ * writes are raw) in a loop the JIT compiles with the caller's. Anything
+ * else (a closed set, not a set, a table with a metatable, bad arguments)
+ * goes to the C ready_into, in a tail call: its errors name the caller's
+ * call, as if it had been called directly. The words are cast once per
+ * set and kept in a weak table, as each cast is a new cdata; when there
+ * is no memory for that, the C function does the copy, which allocates
+ * nothing into grown tables: a wait's events are never lost to it. */
+static const char ffi_ready_into[] =
+	"local c_ready_into, set_mt, EPFD, NREADY, READY, STRIDE, FD, EVENTS = ...\n"
+	"local ok, ffi = pcall(require, 'ffi')\n"
+	"if not ok then return nil end\n"
+	"local cast, type, getmetatable, pcall = ffi.cast, type, getmetatable, pcall\n"
+	"local views = setmetatable({}, { __mode = 'k' })\n"
+	"local function view(set)\n"
+	"  local ready = cast('char **', cast('char *', set) + READY)[0]\n"
+	"  local v = { cast('int32_t *', set), cast('int32_t *', ready), cast('uint32_t *', ready) }\n"
+	"  views[set] = v\n"
+	"  return v\n"
+	"end\n"
+	"return function(...)\n"
+	"  local set, fds, flags = ...\n"
+	"  if type(set) == 'userdata' and getmetatable(set) == set_mt\n"
+	"      and type(fds) == 'table' and getmetatable(fds) == nil then\n"
+	"    local v = views[set]\n"
+	"    if v == nil then\n"
+	"      local made\n"
+	"      made, v = pcall(view, set)\n"
+	"      if not made then return c_ready_into(...) end\n"
+	"    end\n"
+	"    local words, fdw = v[1], v[2]\n"
+	"    if words[EPFD] >= 0 then\n"
+	"      local n = words[NREADY]\n"
+	"      if flags == nil then\n"
+	"        local at = FD\n"
+	"        for i = 1, n do\n"
+	"          fds[i] = fdw[at]\n"
+	"          at = at + STRIDE\n"
+	"        end\n"
+	"        return n\n"
+	"      elseif type(flags) == 'table' and getmetatable(flags) == nil and flags ~= fds then\n"
+	"        local evw, at = v[3], 0\n"
+	"        for i = 1, n do\n"
+	"          fds[i] = fdw[at + FD]\n"
+	"          flags[i] = evw[at + EVENTS]\n"
+	"          at = at + STRIDE\n"
+	"        end\n"
+	"        return n\n"
+	"      end\n"
+	"    end\n"
+	"  end\n"
+	"  return c_ready_into(...)\n"
+	"end\n";
+
+/* The 32-bit word of an event that holds the low half of data.u64, where
+ * the core keeps the fd (lep_ready_fd). */
+static size_t fd_word(void)
+{
+	const uint64_t one = 1;
+	uint32_t first;
+
+	memcpy(&first, &one, sizeof first);
+	return offsetof(struct epoll_event, data) / 4 + (first == 1 ? 0 : 1);
+}
+
+static int load_ffi_ready_into(lua_State *L)
+{
+	if (luaL_loadbuffer(L, ffi_ready_into, sizeof ffi_ready_into - 1, "=lepoll.ready_into") != 0)
+		return lua_error(L);
+	lua_pushvalue(L, 1); /* the C ready_into */
+	luaL_getmetatable(L, LEPOLL_SET_MT);
+	lua_pushinteger(L, (lua_Integer)(offsetof(lepb_set, core.epfd) / 4));
+	lua_pushinteger(L, (lua_Integer)(offsetof(lepb_set, core.nready) / 4));
+	lua_pushinteger(L, (lua_Integer)offsetof(lepb_set, core.ready));
+	lua_pushinteger(L, (lua_Integer)(sizeof(struct epoll_event) / 4));
+	lua_pushinteger(L, (lua_Integer)fd_word());
+	lua_pushinteger(L, (lua_Integer)(offsetof(struct epoll_event, events) / 4));
+	lua_call(L, 8, 1);
+	return 1;
+}
+
+void lepb_ready_ffi(lua_State *L)
+{
+	/* The words: 32-bit ints, at offsets that are multiples of 4. */
+	if (sizeof(int) != 4 || offsetof(lepb_set, core.epfd) % 4 != 0 || offsetof(lepb_set, core.nready) % 4 != 0 ||
+	    sizeof(struct epoll_event) % 4 != 0 || offsetof(struct epoll_event, data) % 4 != 0 ||
+	    offsetof(struct epoll_event, events) % 4 != 0)
+		return;
+	lua_pushcfunction(L, load_ffi_ready_into);
+	lua_getfield(L, -2, "ready_into");
+	/* Without the FFI, or without memory for it, the C one stays. */
+	if (lua_pcall(L, 1, 1, 0) == LUA_OK && lua_isfunction(L, -1))
+		lua_setfield(L, -2, "ready_into");
+	else
+		lua_pop(L, 1);
+}
+#else
+void lepb_ready_ffi(lua_State *L)
+{
+	(void)L;
+}
+#endif
 
 const luaL_Reg lepb_ready_methods[] = {
 	{"iter_ready", m_iter_ready},
