@@ -333,7 +333,9 @@ describe("the documentation", function()
     rep.check()
   end)
 
-  it("documents every method of a process, and describes its metamethods", function()
+  -- (Lua 5.1's debug.getupvalue cannot read a C function's upvalues.)
+  H.it_if(it, pending, H.LUA_VERSION >= 502 or H.JIT, "cannot read a C function's upvalues")(
+    "documents every method of a process, and describes its metamethods", function()
     local p = assert(lepoll.spawn { "true" })
     finally(function() p:close() end)
     -- Its __index is a function (the fields pid, stdin, ...), its methods

@@ -293,7 +293,9 @@ local function drive(self, mode, limit)
   self.stopping = false
   self.caller = co_running() or false
   local ok, tag, more = co_resume(runner, mode, limit)
-  while ok and rawequal(tag, PAUSE) do ok, tag, more = co_resume(runner) end
+  -- (== and not rawequal: no call, which a memory error could fail, before
+  -- the state below is reset; PAUSE has no __eq)
+  while ok and tag == PAUSE do ok, tag, more = co_resume(runner) end
   self.caller = false
   local cur = self.cur
   self.in_run, self.stopping, self.cur = false, false, false
