@@ -82,6 +82,8 @@ local clock, has, toflags = lepoll.now, lepoll.has, lepoll.flags
 local co_create, co_resume, co_yield, co_status = coroutine.create, coroutine.resume, coroutine.yield,
   coroutine.status
 local co_running, gethook = coroutine.running, debug.gethook
+-- PUC Lua 5.1 (not LuaJIT, whose hooks are global): see run_rounds.
+local PUC_51 = _VERSION == "Lua 5.1" and rawget(_G, "jit") == nil
 local xpcall, error, type, pairs, setmetatable, rawequal = xpcall, error, type, pairs, setmetatable, rawequal
 local tostring, pcall = tostring, pcall
 local format = string.format
@@ -248,8 +250,9 @@ end
 -- whose hook that is not (hooks are per thread, except on LuaJIT). So
 -- between rounds the runner hands control back to drive, in the caller's
 -- thread, whenever a signal interrupted the wait or the caller has a hook
--- set: the hook runs there, its error leaves run, and the loop, between
--- rounds, is intact (drive then starts a new runner; see PAUSE).
+-- set (on Lua 5.1 after every round): the hook runs there, its error
+-- leaves run, and the loop, between rounds, is intact (drive then starts a
+-- new runner; see PAUSE).
 local function pause(self)
   self.in_run, self.paused = false, true
   co_yield(PAUSE)
@@ -258,8 +261,14 @@ end
 
 local function run_rounds(self, mode, limit)
   local caller = self.caller
+  -- Lua 5.1 cannot name its main thread (coroutine.running() is nil
+  -- there), so it cannot look at that thread's hook: it pauses after
+  -- every round run from the main thread.
+  local every_round = caller == false and PUC_51
   while alive(self) do
-    if round(self, mode, limit) == "interrupted" or (caller and gethook(caller)) then pause(self) end
+    if round(self, mode, limit) == "interrupted" or every_round or (caller and gethook(caller)) then
+      pause(self)
+    end
     if self.failed or self.closed or mode ~= "default" or self.stopping then break end
   end
   return alive(self)
@@ -273,6 +282,9 @@ local function new_runner(self)
       -- (memory) leaves the loop not running.
       self.in_run = true
       local more = run_rounds(self, mode, limit)
+      -- Not running from here: a Ctrl-C hook that raises in drive before
+      -- drive's own reset must not leave the loop "already running".
+      self.in_run = false
       mode, limit = co_yield(DONE, more)
     end
   end)
