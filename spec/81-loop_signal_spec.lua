@@ -93,6 +93,25 @@ describe("lepoll.loop's signals", function()
     assert.is_false(is_blocked("HUP"))
   end)
 
+  it("a task waiting in a loop gets every delivery of a queued signal, none dropped", function()
+    local l = new_loop()
+    local got = {}
+    l:spawn(function()
+      while true do
+        local name = l:wait_signal("RTMIN+1", 0.5)
+        if not name then break end
+        got[#got + 1] = name
+      end
+    end)
+    l:timer(0.05, function()
+      for _ = 1, 3 do send("RTMIN+1") end -- real-time signals queue: three deliveries
+    end)
+    run_until(l, function() return l:stats().tasks == 0 end)
+    assert.are.same({ "RTMIN+1", "RTMIN+1", "RTMIN+1" }, got)
+    l:close()
+    assert.is_false(is_blocked("RTMIN+1"))
+  end)
+
   it("an error in a signal callback is the loop's, naming the watcher", function()
     local seen = {}
     local l = new_loop({ on_error = function(err, where, obj) seen[#seen + 1] = { err, where, obj } end })

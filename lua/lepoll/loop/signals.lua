@@ -8,8 +8,9 @@
 -- from returning. A signal stays in the set while a watcher for it is
 -- started, and, once a task has waited for it, until the loop closes:
 -- one that comes between two waits stays pending for the next, instead of
--- killing the process. A delivery that finds no task waiting is kept (one
--- per signal, as the kernel keeps them) for the next l:wait_signal.
+-- killing the process. Deliveries of a signal a task has waited for go to
+-- a queue (at most KEPT of them; more are dropped), which the waiting
+-- tasks, woken one per delivery, and later waits take in order.
 local lepoll = require "lepoll"
 local common = require "lepoll.loop.common"
 local tasks = require "lepoll.loop.tasks"
@@ -25,13 +26,15 @@ local M = { SignalWatcher = SignalWatcher }
 
 -- Signals read per round at most; more wait for the next (level-triggered).
 local READS_PER_ROUND = 64
+-- Deliveries kept per signal for tasks that have not taken them yet.
+local KEPT = 64
 
 -- The signal's record: who listens, what came.
 local function record(self, num, name)
   local rec = self.sigs[num]
   if not rec then
-    rec = { num = num, name = name, watchers = {}, nwatchers = 0, waiting = 0, claimed = false,
-      unclaimed = 0, cond = self:condition(), last_info = false }
+    rec = { num = num, name = name, watchers = {}, nwatchers = 0, claimed = false,
+      kept = {}, first = 1, last = 0, cond = self:condition() }
     self.sigs[num] = rec
   end
   return rec
@@ -40,16 +43,16 @@ end
 -- How many listen, over every signal.
 local function listeners(self)
   local n = 0
-  for _, rec in pairs(self.sigs) do n = n + rec.nwatchers + rec.waiting end
+  for _, rec in pairs(self.sigs) do n = n + rec.nwatchers + rec.cond:waiting() end
   return n
 end
 
 local dispatch
 
 -- The set and the loop's watcher on it made, the watcher started or
--- stopped to match whether anyone listens.
-local function sync(self)
-  local want = listeners(self) > 0
+-- stopped to match whether anyone listens (extra: a task about to wait).
+local function sync(self, extra)
+  local want = listeners(self) + (extra or 0) > 0
   local w = self.sigwatch
   if want and not w then
     local set = self.sigset
@@ -82,11 +85,17 @@ function dispatch(self)
   local set = self.sigset
   for _ = 1, READS_PER_ROUND do
     local name, num, info = set:read()
-    if not name then return end
+    if not name then
+      sync(self) -- (a waiting task cancelled meanwhile leaves no listener)
+      return
+    end
     local rec = self.sigs[num]
     if rec then
-      rec.last_info = info
-      if rec.waiting > 0 then rec.cond:broadcast() elseif rec.claimed then rec.unclaimed = 1 end
+      if rec.claimed and rec.last - rec.first + 1 < KEPT then
+        rec.last = rec.last + 1
+        rec.kept[rec.last] = info
+        rec.cond:signal() -- the first waiting task, if any, takes it
+      end
       local list = rec.watchers
       for i = 1, #list do
         local sw = list[i]
@@ -107,7 +116,7 @@ end
 
 -- Takes num out of the set when nobody needs it there any more.
 local function release(self, rec)
-  if rec.nwatchers == 0 and not rec.claimed and rec.waiting == 0 then
+  if rec.nwatchers == 0 and not rec.claimed and rec.cond:waiting() == 0 then
     self.sigs[rec.num] = nil
     if self.sigset then self.sigset:remove(rec.num) end
   end
@@ -184,20 +193,25 @@ function M.wait_signal(self, sig, timeout)
   local rec = record(self, num, name)
   claim(self, rec)
   rec.claimed = true
-  if rec.unclaimed > 0 then
-    rec.unclaimed = 0
-    return name, rec.last_info
+  while true do
+    if rec.first <= rec.last then -- a delivery nobody took yet
+      local info = rec.kept[rec.first]
+      rec.kept[rec.first] = nil
+      rec.first = rec.first + 1
+      if not self.closed then sync(self) end
+      return name, info
+    end
+    local remaining = nil
+    if deadline then remaining = math.max(deadline - self.clock(), 0) end
+    sync(self, 1) -- this task is about to wait: the loop's watcher runs
+    -- (no pcall around the wait: a task cannot yield across one on 5.1)
+    local woke = rec.cond:wait(remaining)
+    if not woke then
+      if not self.closed then sync(self) end
+      return nil, "timeout"
+    end
+    -- woken by a delivery; another wait may have taken it first: then on
   end
-  rec.waiting = rec.waiting + 1
-  sync(self)
-  -- (no pcall around the wait: a task cannot yield across one on 5.1)
-  local remaining = nil
-  if deadline then remaining = math.max(deadline - self.clock(), 0) end
-  local woke = rec.cond:wait(remaining)
-  rec.waiting = rec.waiting - 1
-  if not self.closed then sync(self) end
-  if not woke then return nil, "timeout" end
-  return name, rec.last_info
 end
 
 -- l:close: the set closed (its signals unblocked), every record gone.
