@@ -207,6 +207,7 @@ describe("lepoll.spawn", function()
       { { "sh", stdin = -1 }, "field 'stdin': descriptor must be an integer in [0, 2147483647]" },
       { { "sh", fds = { [2] = 1 } }, "field 'fds': keys are the child's descriptor numbers, integers from 3" },
       { { "sh", fds = { [3] = {} } }, "field 'fds': [3]: descriptor (integer, file handle or object with getfd)" },
+      { { "sh", fds = { [2147483647] = 1 } }, "field 'fds': [2147483647]: beyond the descriptor limit" },
     }
     for _, case in ipairs(cases) do
       local ok, err = pcall(lepoll.spawn, case[1])

@@ -160,8 +160,10 @@ static int read_stream(lua_State *L, int spec, int i)
 		lua_pop(L, 1);
 		return how;
 	}
-	if (!lepb_todescriptor(L, lua_gettop(L), &fd))
-		spec_error(L, lua_pushfstring(L, "field '%s'", stream_names[i]), "%s", lua_tostring(L, -1));
+	if (!lepb_todescriptor(L, lua_gettop(L), &fd)) {
+		const char *reason = lua_tostring(L, -1); /* before the name is pushed */
+		spec_error(L, lua_pushfstring(L, "field '%s'", stream_names[i]), "%s", reason);
+	}
 	lua_pop(L, 1);
 	return fd;
 }
@@ -184,6 +186,9 @@ static int read_extra(lua_State *L, int spec, int *from, int *to)
 		if (lua_type(L, -2) != LUA_TNUMBER || !isint || target < 3 || target > INT_MAX)
 			spec_error(L, "field 'fds'", "keys are the child's descriptor numbers, integers from 3 "
 			           "(stdin, stdout and stderr are fields of their own)");
+		if (target >= lep_default_num_fds())
+			spec_error(L, "field 'fds'", "[%d]: beyond the descriptor limit (RLIMIT_NOFILE %d)",
+			           (int)target, lep_default_num_fds());
 		if (n == MAX_EXTRA)
 			spec_error(L, "field 'fds'", "more than %d descriptors", MAX_EXTRA);
 		if (!lepb_todescriptor(L, lua_gettop(L), &fd))

@@ -112,8 +112,8 @@ static int check_targets(const lep_spawn_opts *o, int *highest)
 	    o->stdio[1] == LEP_STDIO_STDOUT)
 		return EINVAL;
 	for (i = 0; i < o->nextra; i++) {
-		if (o->to[i] < 3)
-			return EINVAL;
+		if (o->to[i] < 3 || o->to[i] >= lep_default_num_fds())
+			return EINVAL; /* (also keeps highest + 1 from overflowing) */
 		for (j = 0; j < i; j++)
 			if (o->to[j] == o->to[i])
 				return EINVAL;

@@ -293,8 +293,7 @@ int lep_signals_close(lep_signals *s)
 	if (fd < 0)
 		return 0;
 	s->fd = -1;
-	if (close(fd) != 0)
-		err = errno; /* never retried: the descriptor is gone either way */
+	err = lep_close_fd(fd); /* EINTR: closed all the same */
 	release(&s->mask);
 	memset(&s->mask, 0, sizeof s->mask);
 	return err;

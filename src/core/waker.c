@@ -213,7 +213,7 @@ int lep_waker_close(lep_waker *w)
 		 * does not exist here. Only the descriptor is the child's. */
 		efd = w->efd;
 		w->efd = -1;
-		return efd >= 0 && close(efd) != 0 ? errno : 0;
+		return efd >= 0 ? lep_close_fd(efd) : 0;
 	}
 	pthread_mutex_lock(&w->lock);
 	efd = w->efd;
@@ -221,8 +221,8 @@ int lep_waker_close(lep_waker *w)
 	values = w->head;
 	w->head = w->tail = NULL;
 	w->queued = 0;
-	if (efd >= 0 && close(efd) != 0)
-		rc = errno;
+	if (efd >= 0)
+		rc = lep_close_fd(efd); /* EINTR: closed all the same */
 	pthread_mutex_unlock(&w->lock);
 	free_values(values);
 	return rc;
