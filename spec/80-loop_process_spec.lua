@@ -7,23 +7,6 @@ local H = require "support.helpers"
 
 local C = H.cleanups(function(fn) finally(fn) end)
 
--- A loop, closed when the test ends, that fails the test after 10 s.
-local function new_loop(opts)
-  local l = C.new_loop(opts)
-  l:timer(10, function() error("the test took more than 10 s") end)
-  return l
-end
-
--- Runs until the processes watched have ended (and the guard timer is the
--- last thing left).
-local function run_until(l, done)
-  for _ = 1, 1000 do
-    if done() then return end
-    l:run("once")
-  end
-  error("not done after 1,000 rounds")
-end
-
 -- A Lua script run by the Lua under test, with a fault library preloaded
 -- when `faults` is true; its output and how it ended.
 local function lua_child(script, faults)
@@ -36,7 +19,7 @@ describe("lepoll.loop's child processes", function()
   H.no_child_leaks(lazy_setup, lazy_teardown)
 
   it("l:process runs a program; its output comes, then on_exit, once", function()
-    local l = new_loop()
+    local l = C.new_loop()
     local out, ends = {}, {}
     local p = assert(l:process({ "sh", "-c", "echo one; sleep 0.1; echo two; exit 5", stdout = "pipe" },
       function(proc, how, code) ends[#ends + 1] = { proc, how, code } end))
@@ -45,7 +28,7 @@ describe("lepoll.loop's child processes", function()
       local s = lepoll.read(p.stdout)
       if s == "" then w:stop() elseif s then out[#out + 1] = s end
     end)
-    run_until(l, function() return #ends > 0 end)
+    H.step_until(l, function() return #ends > 0 end)
     assert.are.same({ { p, "exit", 5 } }, ends)
     assert.are.same({ "exit", 5 }, { p:status() })
     for _ = 1, 5 do l:run("nowait") end
@@ -66,7 +49,7 @@ describe("lepoll.loop's child processes", function()
   end)
 
   it("tasks wait for a process's end, with a timeout", function()
-    local l = new_loop()
+    local l = C.new_loop()
     local results = {}
     local fast = assert(lepoll.spawn { "sh", "-c", "exit 2" }) -- not started by the loop
     local slow = assert(l:process { "sleep", "30" })
@@ -78,13 +61,13 @@ describe("lepoll.loop's child processes", function()
       results.slow = { l:wait_exit(slow) }
       results.again = { l:wait_exit(slow) } -- ended: at once, the same
     end)
-    run_until(l, function() return results.again ~= nil end)
+    H.step_until(l, function() return results.again ~= nil end)
     assert.are.same({ fast = { "exit", 2 }, timeout = { nil, "timeout" }, slow = { "signal", 15 },
       again = { "signal", 15 } }, results)
   end)
 
   it("l:closing(p) ends the watch: waiting tasks get nil, 'closed', on_exit does not run", function()
-    local l = new_loop()
+    local l = C.new_loop()
     local ended = false
     local p = assert(l:process({ "sleep", "30" }, function() ended = true end))
     C.defer(function() p:close() end)
@@ -93,7 +76,7 @@ describe("lepoll.loop's child processes", function()
     l:run("nowait")
     assert.are.equal(1, l:closing(p))
     p:close() -- safe now: the loop no longer watches its pidfd
-    run_until(l, function() return got ~= nil end)
+    H.step_until(l, function() return got ~= nil end)
     assert.are.same({ nil, "closed" }, got)
     assert.is_false(ended)
   end)
@@ -129,10 +112,10 @@ describe("lepoll.loop's child processes", function()
 
   it("an error in on_exit is the loop's: on_error gets it", function()
     local errors = {}
-    local l = new_loop({ on_error = function(err) errors[#errors + 1] = err end })
+    local l = C.new_loop({ on_error = function(err) errors[#errors + 1] = err end })
     local p = assert(l:process({ "true" }, function() error("boom", 0) end))
     C.defer(function() p:close() end)
-    run_until(l, function() return #errors > 0 end)
+    H.step_until(l, function() return #errors > 0 end)
     assert.are.same({ "boom" }, errors)
   end)
 

@@ -21,39 +21,24 @@ local function is_blocked(sig)
   return false
 end
 
--- A loop, closed when the test ends, that fails the test after 10 s.
-local function new_loop(opts)
-  local l = C.new_loop(opts)
-  l:timer(10, function() error("the test took more than 10 s") end)
-  return l
-end
-
-local function run_until(l, done)
-  for _ = 1, 1000 do
-    if done() then return end
-    l:run("once")
-  end
-  error("not done after 1,000 rounds")
-end
-
 describe("lepoll.loop's signals", function()
   H.no_fd_leaks(lazy_setup, lazy_teardown)
   H.no_child_leaks(lazy_setup, lazy_teardown)
   lazy_teardown(function() assert.are.same({}, T.blocked()) end)
 
   it("l:signal calls its callbacks for each delivery, in the order they were started", function()
-    local l = new_loop()
+    local l = C.new_loop()
     local calls = {}
     local w1 = l:signal("USR1", function(w, name, info) calls[#calls + 1] = { "first", w, name, info.pid } end)
     local w2 = l:signal(lepoll.signum("USR1"), function(w, name) calls[#calls + 1] = { "second", w, name } end)
     assert.is_true(is_blocked("USR1"))
     send("USR1")
-    run_until(l, function() return #calls == 2 end)
+    H.step_until(l, function() return #calls == 2 end)
     assert.are.same({ { "first", w1, "USR1", PID }, { "second", w2, "USR1" } }, calls)
     w1:stop()
     assert.is_true(is_blocked("USR1")) -- w2 still watches it
     send("USR1")
-    run_until(l, function() return #calls == 3 end)
+    H.step_until(l, function() return #calls == 3 end)
     assert.are.equal("second", calls[3][1])
     w2:stop()
     assert.is_false(is_blocked("USR1")) -- nobody watches: back to what it was
@@ -77,7 +62,7 @@ describe("lepoll.loop's signals", function()
   end)
 
   it("tasks wait for a signal; one that comes between two waits is kept for the next", function()
-    local l = new_loop()
+    local l = C.new_loop()
     local got = {}
     l:spawn(function()
       got[1] = { l:wait_signal("HUP", 0.05) }
@@ -86,7 +71,7 @@ describe("lepoll.loop's signals", function()
       got[3] = { (l:wait_signal("SIGHUP")) }
     end)
     l:timer(0.1, function() send("HUP") end)
-    run_until(l, function() return got[3] ~= nil end)
+    H.step_until(l, function() return got[3] ~= nil end)
     assert.are.same({ { nil, "timeout" }, { "HUP" }, { "HUP" } }, got)
     assert.is_true(is_blocked("HUP")) -- a signal a task waited for stays the loop's until it closes
     l:close()
@@ -94,7 +79,7 @@ describe("lepoll.loop's signals", function()
   end)
 
   it("a task waiting in a loop gets every delivery of a queued signal, none dropped", function()
-    local l = new_loop()
+    local l = C.new_loop()
     local got = {}
     l:spawn(function()
       while true do
@@ -106,7 +91,7 @@ describe("lepoll.loop's signals", function()
     l:timer(0.05, function()
       for _ = 1, 3 do send("RTMIN+1") end -- real-time signals queue: three deliveries
     end)
-    run_until(l, function() return l:stats().tasks == 0 end)
+    H.step_until(l, function() return l:stats().tasks == 0 end)
     assert.are.same({ "RTMIN+1", "RTMIN+1", "RTMIN+1" }, got)
     l:close()
     assert.is_false(is_blocked("RTMIN+1"))
@@ -114,10 +99,10 @@ describe("lepoll.loop's signals", function()
 
   it("an error in a signal callback is the loop's, naming the watcher", function()
     local seen = {}
-    local l = new_loop({ on_error = function(err, where, obj) seen[#seen + 1] = { err, where, obj } end })
+    local l = C.new_loop({ on_error = function(err, where, obj) seen[#seen + 1] = { err, where, obj } end })
     local w = l:signal("USR1", function() error("boom", 0) end)
     send("USR1")
-    run_until(l, function() return #seen > 0 end)
+    H.step_until(l, function() return #seen > 0 end)
     assert.are.equal("boom", seen[1][1])
     assert.matches("^signal watcher for USR1 %(callback spec/81%-loop_signal_spec.lua:%d+%): boom", seen[1][2])
     assert.are.equal(w, seen[1][3])
@@ -137,14 +122,14 @@ describe("lepoll.loop's signals", function()
   end)
 
   it("children the loop starts do not inherit the signals it blocks", function()
-    local l = new_loop()
+    local l = C.new_loop()
     local w = l:signal("USR1", function() end)
     local out
     local p = assert(l:process({ "grep", "SigBlk", "/proc/self/status", stdout = "pipe" }, function(p)
       out = lepoll.read(p.stdout)
     end))
     C.defer(function() p:close() end)
-    run_until(l, function() return out ~= nil end)
+    H.step_until(l, function() return out ~= nil end)
     assert.are.equal("SigBlk:\t0000000000000000\n", out)
     w:stop()
   end)
