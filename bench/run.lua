@@ -1,11 +1,13 @@
 -- bench/run.lua: lepoll's benchmarks (issue 5), run by make bench and
 -- make bench-smoke (mk/bench.mk).
 --   lua5.4 bench/run.lua [--rounds R] [--budget-ms MS] [--out FILE] [--smoke]
---                        [--echo FILE] [--tasks FILE] [--http FILE] [--select FILE]
+--                        [--echo FILE] [--tasks FILE] [--http FILE] [--prefork FILE]
+--                        [--select FILE]
 --                        [--profile FILE] [--plot PNG]
--- --echo, --tasks, --http, --select and --profile name sections written
--- before (bench/echo.lua, bench/tasks.lua, bench/http.lua, bench/select.lua,
--- bench/profile.lua) that the report takes in.
+-- --echo, --tasks, --http, --prefork, --select and --profile name sections
+-- written before (bench/echo.lua, bench/tasks.lua, bench/http.lua,
+-- bench/prefork.lua, bench/select.lua, bench/profile.lua) that the report
+-- takes in.
 -- Every contender of a benchmark runs in this one process, in rounds; in
 -- each round every contender runs for MS milliseconds (its loop checks the
 -- clock every 16 waits), in an order rotated from round to round. Reported:
@@ -26,6 +28,7 @@ do
 		elseif a == "--echo" then i = i + 1; opt.echo = arg[i]
 		elseif a == "--tasks" then i = i + 1; opt.tasks = arg[i]
 		elseif a == "--http" then i = i + 1; opt.http = arg[i]
+		elseif a == "--prefork" then i = i + 1; opt.prefork = arg[i]
 		elseif a == "--select" then i = i + 1; opt.select = arg[i]
 		elseif a == "--plot" then i = i + 1; opt.plot = arg[i]
 		elseif a == "--profile" then i = i + 1; opt.profile = arg[i]
@@ -662,6 +665,7 @@ local function report()
 	if opt.tasks then add("| tasks against watchers | in section 6 |") end
 	if opt.http then add("| one HTTP server on five event libraries | in section 7 |") end
 	if opt.select then add("| lepoll.select against socket.select | in section 8 |") end
+	if opt.prefork then add("| the echo server across cores | in section 9 |") end
 	add()
 	local fl = get("dispatch", 64, FLOOR)
 	if it and fo and raw and fl and lu then
@@ -691,48 +695,19 @@ local function report()
 		add()
 	end
 	if opt.plot then add(("Scaling plot: [%s](%s)."):format(opt.plot:match("[^/]+$"), opt.plot:match("[^/]+$"))); add() end
-	if opt.echo then
-		local f = io.open(opt.echo)
+	-- the sections other scripts wrote, each under its title when missing
+	for _, sec in ipairs({ { opt.echo, "5. Echo server" }, { opt.tasks, "6. Tasks against watchers" },
+		{ opt.http, "7. One HTTP server on five event libraries" },
+		{ opt.select, "8. lepoll.select against socket.select" }, { opt.prefork, "9. Across cores" } }) do
+		local file, title = sec[1], sec[2]
+		local f = file and io.open(file)
 		if f then
 			add(f:read("a"))
 			f:close()
-		else
-			add("## 5. Echo server")
+		elseif file then
+			add("## " .. title)
 			add()
-			add("Not run: " .. opt.echo .. " is missing.")
-		end
-	end
-	if opt.tasks then
-		local f = io.open(opt.tasks)
-		if f then
-			add(f:read("a"))
-			f:close()
-		else
-			add("## 6. Tasks against watchers")
-			add()
-			add("Not run: " .. opt.tasks .. " is missing.")
-		end
-	end
-	if opt.http then
-		local f = io.open(opt.http)
-		if f then
-			add(f:read("a"))
-			f:close()
-		else
-			add("## 7. One HTTP server on five event libraries")
-			add()
-			add("Not run: " .. opt.http .. " is missing.")
-		end
-	end
-	if opt.select then
-		local f = io.open(opt.select)
-		if f then
-			add(f:read("a"))
-			f:close()
-		else
-			add("## 8. lepoll.select against socket.select")
-			add()
-			add("Not run: " .. opt.select .. " is missing.")
+			add("Not run: " .. file .. " is missing.")
 		end
 	end
 	return table.concat(L, "\n") .. "\n"
