@@ -19,21 +19,8 @@ local measure = require "measure"
 
 local MSG = 64 -- bytes per message, as the section's title says
 
-local opt = { rounds = 5, seconds = 2, warmup = 0.5, conns = 100, lua = "lua5.4", bin = "build/bench", pin = true }
-do
-	local numeric = { ["--rounds"] = "rounds", ["--seconds"] = "seconds", ["--warmup"] = "warmup",
-		["--conns"] = "conns" }
-	local i = 1
-	while arg[i] do
-		local a = arg[i]
-		if numeric[a] then i = i + 1; opt[numeric[a]] = assert(tonumber(arg[i]), a .. " needs a number")
-		elseif a == "--lua" or a == "--bin" or a == "--out" then i = i + 1; opt[a:sub(3)] = assert(arg[i], a)
-		elseif a == "--no-pin" then opt.pin = false
-		elseif a == "--smoke" then opt.smoke = true
-		else error("unknown argument " .. a) end
-		i = i + 1
-	end
-end
+local opt = measure.options({ rounds = 5, seconds = 2, warmup = 0.5, conns = 100, lua = "lua5.4",
+	bin = "build/bench", pin = true }, { "lua", "bin", "out" }, { ["--no-pin"] = { "pin", false } })
 if opt.smoke then -- seconds in all: every server once, 4 connections
 	opt.rounds, opt.seconds, opt.warmup, opt.conns = 1, 0.2, 0.05, 4
 end
@@ -87,23 +74,12 @@ end
 local has_lepoll, lepoll = pcall(require, "lepoll")
 local clock = has_lepoll and lepoll.now or os.time
 local t_start = clock()
-for r = 1, ROUNDS do
-	for k = 0, #servers - 1 do
-		local s = servers[(k + r - 1) % #servers + 1]
-		if not s.failed then
-			local res, why = run(s)
-			if res then
-				s.runs[#s.runs + 1] = res
-				if not opt.smoke then
-					print(("echo round %d/%d %-8s %8.0f rt/s  server CPU %.2f  loadgen CPU %.2f"):format(r, ROUNDS,
-						s.key, res.rtps, res.server_cpu, res.loadgen_cpu))
-				end
-			else
-				s.failed = why
-			end
-		end
+measure.rounds(servers, ROUNDS, run, function(r, s, res)
+	if not opt.smoke then
+		print(("echo round %d/%d %-8s %8.0f rt/s  server CPU %.2f  loadgen CPU %.2f"):format(r, ROUNDS,
+			s.key, res.rtps, res.server_cpu, res.loadgen_cpu))
 	end
-end
+end)
 
 local passed, failed = 0, 0
 for _, s in ipairs(servers) do

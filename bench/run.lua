@@ -2,13 +2,14 @@
 -- make bench-smoke (mk/bench.mk).
 --   lua5.4 bench/run.lua [--rounds R] [--budget-ms MS] [--out FILE] [--smoke]
 --                        [--echo FILE] [--tasks FILE] [--http FILE] [--select FILE]
---                        [--profile FILE] [--luajit FILE] [--plot PNG]
+--                        [--profile FILE] [--luajit FILE] [--prefork FILE] [--plot PNG]
 --   luajit bench/run.lua [--rounds R] [--budget-ms MS] [--out FILE] [--smoke]
--- --echo, --tasks, --http, --select, --profile and --luajit name sections
--- written before (bench/echo.lua, bench/tasks.lua, bench/http.lua,
--- bench/select.lua, bench/profile.lua, this file under LuaJIT) that the
--- report takes in. Under LuaJIT (make bench-luajit) the same benchmarks run
--- and the report is that one section, the LuaJIT tables.
+-- --echo, --tasks, --http, --select, --profile, --luajit and --prefork name
+-- sections written before (bench/echo.lua, bench/tasks.lua, bench/http.lua,
+-- bench/select.lua, bench/profile.lua, this file under LuaJIT,
+-- bench/prefork.lua) that the report takes in. Under LuaJIT (make
+-- bench-luajit) the same benchmarks run and the report is that one
+-- section, the LuaJIT tables.
 -- Every contender of a benchmark runs in this one process, in rounds; in
 -- each round every contender runs for MS milliseconds (its loop checks the
 -- clock every 16 waits), in an order rotated from round to round. Reported:
@@ -29,6 +30,7 @@ do
 		elseif a == "--echo" then i = i + 1; opt.echo = arg[i]
 		elseif a == "--tasks" then i = i + 1; opt.tasks = arg[i]
 		elseif a == "--http" then i = i + 1; opt.http = arg[i]
+		elseif a == "--prefork" then i = i + 1; opt.prefork = arg[i]
 		elseif a == "--select" then i = i + 1; opt.select = arg[i]
 		elseif a == "--plot" then i = i + 1; opt.plot = arg[i]
 		elseif a == "--profile" then i = i + 1; opt.profile = arg[i]
@@ -692,6 +694,7 @@ local function report()
 	if opt.http then add("| one HTTP server on five event libraries | in section 7 |") end
 	if opt.select then add("| lepoll.select against socket.select | in section 8 |") end
 	if opt.luajit then add("| LuaJIT: ready_into + a Lua loop ≤ 1.15× raw C; memory | in section 9 |") end
+	if opt.prefork then add("| the echo server across cores | in section 10 |") end
 	add()
 	local fl = get("dispatch", 64, FLOOR)
 	if it and fo and raw and fl and lu then
@@ -731,13 +734,14 @@ local function report()
 		add()
 	end
 	if opt.plot then add(("Scaling plot: [%s](%s)."):format(opt.plot:match("[^/]+$"), opt.plot:match("[^/]+$"))); add() end
-	-- Sections 5 to 9, written before by their own runs.
+	-- Sections 5 to 10, written before by their own runs.
 	for _, part in ipairs {
 		{ opt.echo, "## 5. Echo server" },
 		{ opt.tasks, "## 6. Tasks against watchers" },
 		{ opt.http, "## 7. One HTTP server on five event libraries" },
 		{ opt.select, "## 8. lepoll.select against socket.select" },
 		{ opt.luajit, "## 9. LuaJIT: dispatch, scaling, churn and memory" },
+		{ opt.prefork, "## 10. Across cores" },
 	} do
 		local path, title = part[1], part[2]
 		if path then

@@ -21,6 +21,13 @@
 #                       watchers, luv, cqueues and copas, under wrk
 #                       (HTTP_ROUNDS, HTTP_SECONDS): CPU per request against
 #                       luv's; writes build/bench/http.md
+#   make bench-prefork  examples/prefork_echo.lua with 1, 2, N and 2N workers
+#                       (N: the online CPUs), one listening socket watched
+#                       with exclusive or one per worker with SO_REUSEPORT,
+#                       under the echo load generator: round trips per
+#                       second, CPU per round trip, connections per worker
+#                       (PREFORK_ROUNDS, PREFORK_SECONDS); writes
+#                       build/bench/prefork.md
 #   make bench-select   lepoll.select against socket.select, ns per call at
 #                       100 and 1,000 watched, and lepoll.select at 10,000;
 #                       writes build/bench/select.md
@@ -39,7 +46,8 @@
 # module, so it runs in the driver's process, interleaved with the rest.
 # The echo benchmark (bench/echo.lua, bench/echo/) runs separate processes:
 # a C load generator and each server in turn; so does bench-tasks
-# (bench/tasks.lua, bench/tasks/), with wrk as a second load. Instruction
+# (bench/tasks.lua, bench/tasks/), with wrk as a second load, and so does
+# bench-prefork (bench/prefork.lua), whose server is several. Instruction
 # counts are repeatable where timings are noisy.
 BENCH_DIR       := $(BUILD)/bench
 BENCH_SO        := $(BENCH_DIR)/benchc.so
@@ -54,13 +62,15 @@ TASKS_ROUNDS    ?= 5
 TASKS_SECONDS   ?= 3
 HTTP_ROUNDS     ?= 5
 HTTP_SECONDS    ?= 3
+PREFORK_ROUNDS  ?= 5
+PREFORK_SECONDS ?= 2
 BENCH_ENV        = LUA_CPATH="$(BENCH_DIR)/?.so;$(BUILD)/?.so;;" LUA_PATH="$(LUA_MODS_PATH)"
 # LuaJIT's build, whatever LUA is: the Makefile's BUILD for LUA=luajit.
 BENCH_JIT_BUILD := build/luajit
 BENCH_JIT_ENV    = LUA_CPATH="$(BENCH_JIT_BUILD)/bench/?.so;$(BENCH_JIT_BUILD)/?.so;;" LUA_PATH="$(LUA_MODS_PATH)"
 
-.PHONY: bench bench-smoke bench-echo bench-tasks bench-http bench-select bench-profile bench-luajit \
-        bench-luajit-build deps-bench
+.PHONY: bench bench-smoke bench-echo bench-tasks bench-http bench-prefork bench-select bench-profile \
+        bench-luajit bench-luajit-build deps-bench
 
 ## install the benchmarks' peers (luv, cqueues, LuaSocket), gnuplot, wrk and perf when missing
 deps-bench: deps
@@ -70,19 +80,20 @@ $(BENCH_SO): bench/benchc.c | deps-bench
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) $(LIBFLAG) -o $@ $<
 
-# The echo programs are plain C: no Lua.
-$(BENCH_DIR)/echo-%: bench/echo/%.c | deps-bench
+# The echo programs are plain C: no Lua, no peers. The specs run the
+# prefork example under the load generator too (spec/83).
+$(BENCH_DIR)/echo-%: bench/echo/%.c | deps
 	@mkdir -p $(dir $@)
 	$(CC) -std=c99 $(WARN) $(CFLAGS) -o $@ $<
 
 # The echo and tasks sections and the instruction counts are written first,
 # so that the report can take them in.
 ## every benchmark, full sizes; writes bench/RESULTS.md and bench/scaling.png
-bench: bench-echo bench-tasks bench-http bench-select bench-profile bench-luajit $(BUILD)/lepoll.so $(BENCH_SO) \
-       | deps-bench
+bench: bench-echo bench-tasks bench-http bench-prefork bench-select bench-profile bench-luajit \
+       $(BUILD)/lepoll.so $(BENCH_SO) | deps-bench
 	$(BENCH_ENV) $(LUA) bench/run.lua --rounds $(BENCH_ROUNDS) --budget-ms $(BENCH_BUDGET_MS) \
 	    --echo $(BENCH_DIR)/echo.md --tasks $(BENCH_DIR)/tasks.md --http $(BENCH_DIR)/http.md \
-	    --select $(BENCH_DIR)/select.md \
+	    --prefork $(BENCH_DIR)/prefork.md --select $(BENCH_DIR)/select.md \
 	    --profile $(BENCH_PROFILE) --luajit $(BENCH_DIR)/luajit.md \
 	    --plot bench/scaling.png --out bench/RESULTS.md
 
@@ -93,6 +104,7 @@ bench-smoke: $(BUILD)/lepoll.so $(BENCH_SO) $(ECHO_BIN) bench-luajit-build | dep
 	$(BENCH_ENV) $(LUA) bench/echo.lua --lua $(LUA) --smoke
 	$(BENCH_ENV) $(LUA) bench/tasks.lua --lua $(LUA) --smoke
 	$(BENCH_ENV) $(LUA) bench/http.lua --lua $(LUA) --smoke
+	$(BENCH_ENV) $(LUA) bench/prefork.lua --lua $(LUA) --smoke
 	$(BENCH_ENV) $(LUA) bench/select.lua --smoke
 
 ## the echo-server benchmark alone; writes build/bench/echo.md
@@ -120,6 +132,13 @@ bench-luajit: bench-luajit-build | deps-bench
 	@mkdir -p $(BENCH_DIR)
 	$(BENCH_JIT_ENV) luajit bench/run.lua --rounds $(BENCH_ROUNDS) --budget-ms $(BENCH_BUDGET_MS) \
 	    --out $(BENCH_DIR)/luajit.md
+
+## the prefork echo server with 1, 2, N and 2N workers (exclusive, SO_REUSEPORT); writes build/bench/prefork.md
+bench-prefork: $(BUILD)/lepoll.so $(BENCH_DIR)/echo-loadgen | deps-bench
+	$(BENCH_ENV) $(LUA) bench/prefork.lua --lua $(LUA) --rounds $(PREFORK_ROUNDS) --seconds $(PREFORK_SECONDS) \
+	    --out $(BENCH_DIR)/prefork.md
+
+test sanitize valgrind: $(BENCH_DIR)/echo-loadgen
 
 ## lepoll.select against socket.select, ns per call; writes build/bench/select.md
 bench-select: $(BUILD)/lepoll.so $(BENCH_SO) | deps-bench

@@ -5,15 +5,19 @@
  *                [-S SERVER_CPU] [-L LOADGEN_CPU] -- SERVER_COMMAND [ARG...]
  *
  * Starts the server command as its child, reads the port the server prints
- * on its stdout, and opens CONNS connections to 127.0.0.1:PORT. Each
+ * on its stdout (a line `PORT`, or `listening on HOST:PORT` and anything
+ * after), and opens CONNS connections to 127.0.0.1:PORT. Each
  * connection sends BYTES (a pattern that changes with every round trip),
  * waits until the same BYTES came back, checks them, and sends again. After
  * WARMUP_S seconds of this, the next SECONDS are measured. The server is
  * then ended with SIGTERM (SIGKILL if it lingers 2 s) and reaped, and one
  * line goes to stdout:
- *   rtps=R conns=C errors=0 roundtrips=N seconds=S server_cpu=X loadgen_cpu=Y
+ *   rtps=R conns=C errors=0 roundtrips=N seconds=S server_cpu=X loadgen_cpu=Y machine_cpu=Z
  * (server_cpu, loadgen_cpu: CPUs busy during the measured window, from
- * /proc/PID/stat and CLOCK_PROCESS_CPUTIME_ID), or "failed: REASON", and
+ * /proc/PID/stat and CLOCK_PROCESS_CPUTIME_ID; server_cpu counts the
+ * server's child processes too; machine_cpu: the whole machine's busy CPUs,
+ * from /proc/stat, with the interrupt time no process is charged for, where
+ * much of loopback TCP runs, and whatever else ran), or "failed: REASON", and
  * the exit status is 1: the first error (a wrong echo, a closed connection,
  * a server that died) ends the run, so a result line has errors=0.
  * -S and -L pin the server and this process to one CPU each (-1: not
@@ -140,10 +144,31 @@ static void describe_status(char *buf, size_t size, int status)
 		snprintf(buf, size, "status 0x%x", (unsigned)status);
 }
 
+/* The port of a port line: "PORT", or "listening on HOST:PORT" and anything
+ * after (a server of several processes says how many); 0 if none. */
+static int parse_port(char *line, char *nl)
+{
+	char *start = line, *end;
+	long port;
+
+	if (strncmp(line, "listening on ", 13) == 0) {
+		end = line + 13;
+		while (end < nl && *end != ' ')
+			end++;
+		nl = end;
+		for (start = end; start > line + 13 && start[-1] != ':'; start--)
+			;
+	}
+	port = strtol(start, &end, 10);
+	if (end == start || end != nl || port < 1 || port > 65535)
+		return 0;
+	return (int)port;
+}
+
 /* The port line the server prints once it listens, or 0 (failure set). */
 static int read_port(int fd, pid_t pid)
 {
-	char line[32];
+	char line[128];
 	size_t len = 0;
 	int64_t deadline = now_ns(CLOCK_MONOTONIC) + (int64_t)PORT_TIMEOUT_MS * 1000000;
 
@@ -151,8 +176,8 @@ static int read_port(int fd, pid_t pid)
 		struct pollfd pfd = { fd, POLLIN, 0 };
 		int64_t left = (deadline - now_ns(CLOCK_MONOTONIC)) / 1000000;
 		ssize_t n;
-		char *nl, *end;
-		long port;
+		char *nl;
+		int port;
 
 		if (left <= 0 || poll(&pfd, 1, (int)left) == 0) {
 			fail("server %d printed no port within %d ms", (int)pid, PORT_TIMEOUT_MS);
@@ -180,20 +205,23 @@ static int read_port(int fd, pid_t pid)
 			}
 			continue;
 		}
-		port = strtol(line, &end, 10);
-		if (end != nl || port < 1 || port > 65535) {
+		port = parse_port(line, nl);
+		if (port == 0)
 			fail("server printed no port: %.*s", (int)(nl - line), line);
-			return 0;
-		}
-		return (int)port;
+		return port;
 	}
 }
 
-/* CPU seconds (user + system) the process has used, from /proc/PID/stat. */
+/* CPU seconds (user + system) the process has used, with those of the
+ * children it reaped, from /proc/PID/stat; and those of its live children,
+ * and theirs (/proc/PID/task/PID/children: a server's processes are
+ * single-threaded): a server of several processes counts whole. */
 static double proc_cpu_seconds(pid_t pid)
 {
 	char path[64], buf[1024], *p;
-	unsigned long utime, stime;
+	unsigned long utime, stime, cutime, cstime;
+	long child;
+	double sum;
 	size_t n;
 	FILE *f;
 
@@ -206,9 +234,37 @@ static double proc_cpu_seconds(pid_t pid)
 	buf[n] = '\0';
 	/* the command name may hold spaces: fields count from its closing ')' */
 	p = strrchr(buf, ')');
-	if (p == NULL || sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %lu %lu", &utime, &stime) != 2)
+	if (p == NULL || sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %lu %lu %lu %lu", &utime, &stime,
+	                        &cutime, &cstime) != 4)
 		return -1;
-	return (double)(utime + stime) / (double)sysconf(_SC_CLK_TCK);
+	sum = (double)(utime + stime + cutime + cstime) / (double)sysconf(_SC_CLK_TCK);
+	snprintf(path, sizeof path, "/proc/%d/task/%d/children", (int)pid, (int)pid);
+	f = fopen(path, "r");
+	while (f != NULL && fscanf(f, "%ld", &child) == 1) {
+		double c = proc_cpu_seconds((pid_t)child);
+
+		if (c > 0) /* -1: it ended meanwhile, its time now its parent's */
+			sum += c;
+	}
+	if (f != NULL)
+		fclose(f);
+	return sum;
+}
+
+/* CPU seconds the whole machine has been busy (all but idle and iowait,
+ * /proc/stat), or -1. */
+static double machine_cpu_seconds(void)
+{
+	unsigned long long v[8];
+	FILE *f = fopen("/proc/stat", "r");
+	int n = f == NULL ? 0 : fscanf(f, "cpu %llu %llu %llu %llu %llu %llu %llu %llu", &v[0], &v[1], &v[2], &v[3],
+	                                &v[4], &v[5], &v[6], &v[7]);
+
+	if (f != NULL)
+		fclose(f);
+	if (n != 8)
+		return -1;
+	return (double)(v[0] + v[1] + v[2] + v[5] + v[6] + v[7]) / (double)sysconf(_SC_CLK_TCK);
 }
 
 /* SIGTERM, then SIGKILL if it lingers; reaps it. Fails if it had died before. */
@@ -348,7 +404,7 @@ static int open_conns(int ep, struct conn *conns, int port)
 
 struct result {
 	uint64_t roundtrips;
-	double seconds, server_cpu, loadgen_cpu;
+	double seconds, server_cpu, loadgen_cpu, machine_cpu;
 };
 
 /* Round trips on every connection: the warm-up, then the measured window. */
@@ -357,7 +413,7 @@ static int run_load(int ep, struct conn *conns, pid_t server, struct result *r)
 	struct epoll_event evs[MAX_EVENTS];
 	int64_t t = now_ns(CLOCK_MONOTONIC);
 	int64_t phase_end = t + (int64_t)(opt.warmup * 1e9), t0 = 0, cpu0 = 0;
-	double server_cpu0 = 0;
+	double server_cpu0 = 0, machine_cpu0 = 0;
 	int measuring = 0, i;
 
 	for (i = 0; i < opt.conns; i++) {
@@ -401,10 +457,12 @@ static int run_load(int ep, struct conn *conns, pid_t server, struct result *r)
 		phase_end = t0 + (int64_t)(opt.seconds * 1e9);
 		cpu0 = now_ns(CLOCK_PROCESS_CPUTIME_ID);
 		server_cpu0 = proc_cpu_seconds(server);
+		machine_cpu0 = machine_cpu_seconds();
 	}
 	r->seconds = (double)(t - t0) / 1e9;
 	r->loadgen_cpu = (double)(now_ns(CLOCK_PROCESS_CPUTIME_ID) - cpu0) / 1e9 / r->seconds;
 	r->server_cpu = (proc_cpu_seconds(server) - server_cpu0) / r->seconds;
+	r->machine_cpu = (machine_cpu_seconds() - machine_cpu0) / r->seconds;
 	return 0;
 }
 
@@ -431,7 +489,7 @@ int main(int argc, char **argv)
 {
 	struct conn *conns = NULL;
 	unsigned char *bufs = NULL;
-	struct result r = { 0, 0, 0, 0 };
+	struct result r = { 0, 0, 0, 0, 0 };
 	int ch, i, ep = -1, out = -1, port;
 	pid_t server = -1;
 
@@ -486,8 +544,9 @@ int main(int argc, char **argv)
 		printf("failed: %s\n", failure);
 		return 1;
 	}
-	printf("rtps=%.1f conns=%d errors=0 roundtrips=%llu seconds=%.3f server_cpu=%.2f loadgen_cpu=%.2f\n",
+	printf("rtps=%.1f conns=%d errors=0 roundtrips=%llu seconds=%.3f server_cpu=%.2f loadgen_cpu=%.2f "
+	       "machine_cpu=%.2f\n",
 	       (double)r.roundtrips / r.seconds, opt.conns, (unsigned long long)r.roundtrips, r.seconds,
-	       r.server_cpu, r.loadgen_cpu);
+	       r.server_cpu, r.loadgen_cpu, r.machine_cpu);
 	return 0;
 }

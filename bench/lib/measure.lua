@@ -309,6 +309,53 @@ local function write_report(name, text, out)
 	end
 end
 
+-- ------------------------------------------------------------ the driver
+
+-- The command line (arg) into opt, whose fields hold the defaults: the
+-- numbers --rounds, --seconds, --warmup and --conns, the strings named in
+-- `strings` ({ "lua", "out" }: --lua, --out), --smoke, and the switches
+-- in `switches` ({ ["--no-pin"] = { "pin", false } }: the field, its value).
+-- An unknown argument is an error. -> opt
+local function options(opt, strings, switches)
+	local numeric = { ["--rounds"] = "rounds", ["--seconds"] = "seconds", ["--warmup"] = "warmup",
+		["--conns"] = "conns" }
+	local string_opt = {}
+	for _, name in ipairs(strings) do string_opt["--" .. name] = name end
+	switches = switches or {}
+	local i = 1
+	while arg[i] do
+		local a = arg[i]
+		if numeric[a] then i = i + 1; opt[numeric[a]] = assert(tonumber(arg[i]), a .. " needs a number")
+		elseif string_opt[a] then i = i + 1; opt[string_opt[a]] = assert(arg[i], a)
+		elseif switches[a] then opt[switches[a][1]] = switches[a][2]
+		elseif a == "--smoke" then opt.smoke = true
+		else error("unknown argument " .. a) end
+		i = i + 1
+	end
+	return opt
+end
+
+-- `rounds` rounds in which every contender of `list` that has not failed
+-- runs once (run(c) -> a result, or nil and why), in an order rotated from
+-- round to round; results go to c.runs, the first failure to c.failed and
+-- the contender runs no more; progress(round, c, result) after each.
+local function rounds(list, n, run, progress)
+	for r = 1, n do
+		for k = 0, #list - 1 do
+			local c = list[(k + r - 1) % #list + 1]
+			if not c.failed then
+				local res, why = run(c)
+				if res then
+					c.runs[#c.runs + 1] = res
+					progress(r, c, res)
+				else
+					c.failed = why
+				end
+			end
+		end
+	end
+end
+
 -- The run's last lines ("N passed, N failed" is what make bench-smoke
 -- reads) and its exit: status 0 when nothing failed.
 local function finish(name, seconds, passed, failed)
@@ -324,5 +371,6 @@ M.start_server, M.stop_server, M.start_wrk, M.wrk_result = start_server, stop_se
 M.check_http, M.http_time = check_http, http_time
 M.range, M.verdict_at_least, M.verdict_at_most = range, verdict_at_least, verdict_at_most
 M.write_report, M.finish = write_report, finish
+M.options, M.rounds = options, rounds
 
 return M
