@@ -215,8 +215,7 @@ describe("lepoll.pipe, lepoll.eventfd and lepoll.close", function()
       local a, msg, name = lepoll.pipe()
       io.write(tostring(a), "|", msg, "|", name, "|", tostring(T.fdcount() == before), "\n")
     ]]
-    local out = H.run(("%s %s %s -e %s"):format(H.CHILD_ENV, H.preload(H.BUILD .. "/spec/libfaults.so"),
-      H.LUA, H.quote(script)))
+    local out = H.run_lua(script, true)
     assert.are.equal("nil|lepoll: pipe: Too many open files (EMFILE)|EMFILE|true\n", out)
   end)
 end)

@@ -264,13 +264,8 @@ describe("lepoll.spawn", function()
   end)
 
   describe("under injected failures", function()
-    local function in_child(script)
-      return H.run(("%s %s %s -e %s"):format(H.CHILD_ENV, H.preload(H.BUILD .. "/spec/libfaults.so"),
-        H.LUA, H.quote(script)))
-    end
-
     it("a pipe or the start failing leaves no descriptor and no process", function()
-      local out = in_child([[
+      local out = H.run_lua([[
         local lepoll = require "lepoll"
         local T = require "lepoll_test"
         local function children()
@@ -291,7 +286,7 @@ describe("lepoll.spawn", function()
           io.write(tostring(p), " ", name, " ", tostring(T.fdcount() == before), " [", children(), "] ",
             msg, "\n")
         end
-      ]])
+      ]], true)
       assert.are.equal(table.concat({
         "nil EMFILE true [] lepoll: spawn 'true': Too many open files (EMFILE)",
         "nil EMFILE true [] lepoll: spawn 'true': Too many open files (EMFILE)",
@@ -301,7 +296,7 @@ describe("lepoll.spawn", function()
     end)
 
     it("without pidfd_open (an older kernel) a process has no getfd, and the rest works", function()
-      local out = in_child([[
+      local out = H.run_lua([[
         local lepoll = require "lepoll"
         local T = require "lepoll_test"
         T.fault("pidfd_open", 1, "ENOSYS", -1)
@@ -309,7 +304,7 @@ describe("lepoll.spawn", function()
         io.write(tostring(p:getfd()), " ", table.concat({ p:wait() }, " "), "\n")
         local q = assert(lepoll.spawn { "sleep", "30" })
         io.write(tostring(q:kill()), " ", table.concat({ q:wait() }, " "), "\n")
-      ]])
+      ]], true)
       assert.are.equal("nil exit 4\ntrue signal 15\n", out)
     end)
   end)

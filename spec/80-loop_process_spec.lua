@@ -7,12 +7,6 @@ local H = require "support.helpers"
 
 local C = H.cleanups(function(fn) finally(fn) end)
 
--- A Lua script run by the Lua under test, with a fault library preloaded
--- when `faults` is true; its output and how it ended.
-local function lua_child(script, faults)
-  return H.run(("%s %s%s -e %s"):format(H.CHILD_ENV,
-    faults and H.preload(H.BUILD .. "/spec/libfaults.so") .. " " or "", H.LUA, H.quote(script)))
-end
 
 describe("lepoll.loop's child processes", function()
   H.no_fd_leaks(lazy_setup, lazy_teardown)
@@ -94,7 +88,7 @@ describe("lepoll.loop's child processes", function()
     local doc = H.slurp("doc/loop.md")
     local section = doc:match("\n## Child processes\n(.-)\n## ")
     local code = assert(section:match("```lua\n(.-)```"), "no example")
-    local out = lua_child(code)
+    local out = H.run_lua(code)
     -- the output's end and the child's may come in one round, in either order
     local without_end = out:gsub("ended:\texit\t0\n", "", 1)
     assert.are.equal("one\ntwo\n", without_end, out)
@@ -120,7 +114,7 @@ describe("lepoll.loop's child processes", function()
   end)
 
   it("without pidfd_open the loop polls, and on_exit and wait_exit still come", function()
-    local out = lua_child([[
+    local out = H.run_lua([[
       local T = require "lepoll_test"
       local loop = require "lepoll.loop"
       T.fault("pidfd_open", 1, "ENOSYS", -1)
@@ -171,14 +165,9 @@ describe("Ctrl-C in a loop", function()
       l:run()
       io.stderr:write("run returned\n")
     ]]
-    local p = assert(lepoll.spawn { H.LUA, "-e", script, stdout = "pipe", stderr = "pipe",
-      env = { LUA_PATH = package.path, LUA_CPATH = package.cpath, LD_PRELOAD = os.getenv("LD_PRELOAD") } })
-    C.defer(function() p:close() end)
-    local ep = C.new_set()
-    ep:set(p.stdout, "in")
-    ep:wait(10)
-    assert.are.equal("ready\n", lepoll.read(p.stdout))
-    if delay then ep:wait(delay) end
+    local p = C.lua_child({ "-e", script }, true)
+    assert.are.equal("ready\n", C.read_when_ready(p.stdout))
+    if delay then C.new_set():wait(delay) end
     local t0 = lepoll.now()
     assert.is_true(p:kill(2))
     local how, code = p:wait()

@@ -137,13 +137,8 @@ describe("lepoll.loop's signals", function()
   it("runs the example of doc/loop.md's Signals: a server that stops on SIGTERM", function()
     local doc = H.slurp("doc/loop.md")
     local code = assert(doc:match("\n## Signals\n.-```lua\n(.-)```"), "no example")
-    local p = assert(lepoll.spawn { H.LUA, "-e", code, stdout = "pipe",
-      env = { LUA_PATH = package.path, LUA_CPATH = package.cpath, LD_PRELOAD = os.getenv("LD_PRELOAD") } })
-    C.defer(function() p:close() end)
-    local ep = C.new_set()
-    ep:set(p.stdout, "in")
-    ep:wait(10)
-    local port = tonumber(lepoll.read(p.stdout):match("^listening on port (%d+)\n$"))
+    local p = C.lua_child { "-e", code }
+    local port = tonumber(C.read_when_ready(p.stdout):match("^listening on port (%d+)\n$"))
     local socket = require "socket"
     local c = assert(socket.connect("127.0.0.1", port))
     c:settimeout(10)
@@ -169,13 +164,8 @@ describe("lepoll.loop's signals", function()
       io.write("run returned\n")
       l:close()
     ]]
-    local p = assert(lepoll.spawn { H.LUA, "-e", script, stdout = "pipe",
-      env = { LUA_PATH = package.path, LUA_CPATH = package.cpath, LD_PRELOAD = os.getenv("LD_PRELOAD") } })
-    C.defer(function() p:close() end)
-    local ep = C.new_set()
-    ep:set(p.stdout, "in")
-    ep:wait(10)
-    assert.are.equal("ready\n", lepoll.read(p.stdout))
+    local p = C.lua_child { "-e", script }
+    assert.are.equal("ready\n", C.read_when_ready(p.stdout))
     assert.is_true(p:kill("INT"))
     assert.are.same({ "exit", 0 }, { p:wait() })
     assert.are.equal("got INT\nrun returned\n", lepoll.read(p.stdout))

@@ -10,14 +10,9 @@ local EXAMPLE = "examples/supervisor.lua"
 
 -- Starts the supervisor on the commands; -> the process.
 local function supervise(args)
-  local argv = { H.LUA, EXAMPLE }
+  local argv = { EXAMPLE }
   for _, a in ipairs(args) do argv[#argv + 1] = a end
-  argv.stdout, argv.stderr = "pipe", "pipe"
-  argv.env = { LUA_PATH = package.path, LUA_CPATH = package.cpath, LD_PRELOAD = os.getenv("LD_PRELOAD"),
-    PATH = os.getenv("PATH") }
-  local p = assert(lepoll.spawn(argv))
-  C.defer(function() p:close() end)
-  return p
+  return C.lua_child(argv, true)
 end
 
 -- Reads p's stdout until `until_fn(text so far)` holds or it ends (10 s at

@@ -18,10 +18,7 @@ local SIGKILL, SIGINT = 9, 2
 
 local MODES = { { name = "one socket, exclusive", args = {} }, { name = "SO_REUSEPORT", args = { "--reuseport" } } }
 
-local function child_env()
-  return { LUA_PATH = package.path, LUA_CPATH = package.cpath, LD_PRELOAD = os.getenv("LD_PRELOAD"),
-    PATH = os.getenv("PATH") }
-end
+local child_env = H.child_env
 
 -- The argument lists a and b, one after the other.
 local function concat(a, b)

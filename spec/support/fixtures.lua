@@ -130,6 +130,29 @@ function M.cleanups(finally)
     return path
   end
 
+  -- The Lua under test run on args (the interpreter's arguments: a script
+  -- path, or "-e", code), with H.child_env(); its stdout a pipe, and its
+  -- stderr too when `stderr` is true. Closed (killed and reaped if still
+  -- running) when the test ends.
+  function C.lua_child(args, stderr)
+    local argv = { require("support.settings").LUA }
+    for _, a in ipairs(args) do argv[#argv + 1] = a end
+    argv.stdout, argv.stderr = "pipe", stderr and "pipe" or nil
+    argv.env = require("support.process").child_env()
+    local p = assert(lepoll.spawn(argv))
+    C.defer(function() p:close() end)
+    return p
+  end
+
+  -- One lepoll.read of fd once it is readable, waiting at most `seconds`
+  -- (default 10).
+  function C.read_when_ready(fd, seconds)
+    local ep = C.new_set()
+    ep:set(fd, "in")
+    ep:wait(seconds or 10)
+    return lepoll.read(fd)
+  end
+
   return C
 end
 

@@ -12,8 +12,8 @@
 --                     H.cleanups (defer, new_set, pipe, socketpair,
 --                     watched_pipes, new_loop, tmpname); for the network
 --                     specs H.step_until, H.listener, H.echo_lines
---   support.process   child processes: H.quote, H.CHILD_ENV, H.preload, H.run, H.sh,
---                     H.in_child
+--   support.process   child processes: H.quote, H.CHILD_ENV, H.child_env, H.preload,
+--                     H.run, H.run_lua, H.sh, H.in_child
 --   support.views     values to compare: H.ready, H.ready_names,
 --                     H.default_num_file_descrs, H.loop_counts
 --   support.expect    expectations: H.error_of, H.msg_of, H.msg_anywhere,

@@ -14,6 +14,14 @@ end
 -- that has a child interpreter find lepoll where this process does.
 M.CHILD_ENV = ("env LUA_PATH=%s LUA_CPATH=%s"):format(M.quote(package.path), M.quote(package.cpath))
 
+-- The environment, as lepoll.spawn's `env` takes it, for a child
+-- interpreter to find lepoll where this process does, with this process's
+-- preload (the sanitizers' runtimes under make sanitize) and PATH.
+function M.child_env()
+  return { LUA_PATH = package.path, LUA_CPATH = package.cpath, LD_PRELOAD = os.getenv("LD_PRELOAD"),
+    PATH = os.getenv("PATH") }
+end
+
 -- `LD_PRELOAD=...` for a child's command line that preloads lib after
 -- whatever this process preloads (the sanitizers' runtimes, under make
 -- sanitize, must come first).
@@ -30,6 +38,15 @@ function M.run(cmd)
   local out = p:read("*a")
   local ok, how, code = close()
   return out, ok, how, code
+end
+
+-- Lua code run by a child interpreter of the Lua under test (H.run's
+-- results), with the fault-injection library preloaded when `faults` is
+-- true (lepoll_test's T.fault arms it there).
+function M.run_lua(code, faults)
+  local settings = require "support.settings"
+  local preload = faults and M.preload(settings.BUILD .. "/spec/libfaults.so") .. " " or ""
+  return M.run(("%s %s%s -e %s"):format(M.CHILD_ENV, preload, settings.LUA, M.quote(code)))
 end
 
 -- The same, as whether it exited 0 (true or nil) and its output.
