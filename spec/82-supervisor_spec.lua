@@ -47,11 +47,16 @@ local function stderr_of(p)
   return s or ""
 end
 
--- Whether any process of process group pgid is alive (zombies aside).
+-- Whether any process of process group pgid is alive (zombies aside), from
+-- /proc (procps, for ps, is not on every Debian system).
 local function group_alive(pgid)
-  local out = H.run("env -u LD_PRELOAD ps -e -o pgid=,stat=") -- (not under make sanitize's preload)
-  for g, stat in out:gmatch("(%d+)%s+(%S+)") do
-    if tonumber(g) == pgid and not stat:match("^Z") then return true end
+  for pid in H.run("env -u LD_PRELOAD ls /proc"):gmatch("%d+") do
+    local f = io.open("/proc/" .. pid .. "/stat")
+    local line = f and f:read("*l")
+    if f then f:close() end
+    -- pid (comm) state ppid pgrp ...: comm may hold spaces, so after its ")"
+    local state, pgrp = (line or ""):match("%) (%S) %d+ (%d+)")
+    if tonumber(pgrp) == pgid and state ~= "Z" then return true end
   end
   return false
 end
