@@ -12,6 +12,7 @@
 -- errors).
 local common = require "lepoll.loop.common"
 local tasks = require "lepoll.loop.tasks"
+local waits = require "lepoll.loop.waits"
 
 local setmetatable, format = setmetatable, string.format
 
@@ -60,9 +61,9 @@ end
 -- cond:wait([timeout]) in a task → true, or nil and "timeout".
 function Condition:wait(timeout)
   local l = self.loop
-  local task = tasks.this_task(l, "wait", 2)
-  task.req, task.req_target, task.req_deadline = "cond", self, tasks.deadline_of(l, timeout, 1, "wait", 2)
-  local ok, why = tasks.request(task, "wait", 2)
+  local task = waits.this_task(l, "wait", 2)
+  task.req, task.req_target, task.req_deadline = "cond", self, waits.deadline_of(l, timeout, 1, "wait", 2)
+  local ok, why = waits.request(task, "wait", 2)
   if ok then return ok end
   return ok, why
 end

@@ -13,7 +13,7 @@
 -- tasks, woken one per delivery, and later waits take in order.
 local lepoll = require "lepoll"
 local common = require "lepoll.loop.common"
-local tasks = require "lepoll.loop.tasks"
+local waits = require "lepoll.loop.waits"
 
 local setmetatable, xpcall, error, pcall = setmetatable, xpcall, error, pcall
 local format = string.format
@@ -188,8 +188,8 @@ end
 function M.wait_signal(self, sig, timeout)
   check_open(self, 2)
   local num, name = check_signal(sig, "wait_signal", 2)
-  tasks.this_task(self, "wait_signal", 2) -- in a task, or an error before anything changes
-  local deadline = tasks.deadline_of(self, timeout, 2, "wait_signal", 2)
+  waits.this_task(self, "wait_signal", 2) -- in a task, or an error before anything changes
+  local deadline = waits.deadline_of(self, timeout, 2, "wait_signal", 2)
   local rec = record(self, num, name)
   claim(self, rec)
   rec.claimed = true

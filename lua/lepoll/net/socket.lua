@@ -11,14 +11,14 @@
 -- result. Every other method of the object underneath is passed through.
 --
 -- Uses the loop's public functions (running, closing, now) and the wait
--- of l:readable and l:writable (lepoll.loop.tasks.wait_fd), told the
+-- of l:readable and l:writable (lepoll.loop.waits.wait_fd), told the
 -- method's name and its caller's level: an error of a wait (a second task
 -- reading the socket, a call that cannot yield) names the method and
 -- points at the line that called it.
 local M = {}
 
 local lepoll = require "lepoll"
-local wait_fd = require("lepoll.loop.tasks").wait_fd
+local wait_fd = require("lepoll.loop.waits").wait_fd
 local resolve = require "lepoll.net.resolve"
 local tls = require "lepoll.net.tls"
 

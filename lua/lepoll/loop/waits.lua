@@ -1,0 +1,213 @@
+-- lepoll.loop.waits: how a task waits. l:readable, l:writable and
+-- l:sleep are here, and the protocol every wait of a task follows (a join,
+-- a condition's wait and l:wait_signal use it too): this_task, request,
+-- deadline_of.
+--
+-- A wait is a request: the task checks its arguments, notes what it wants
+-- in its own fields and yields WAIT; the loop, back in its own code, carries
+-- the request out (tasks.lua: begin_wait) and the task stays suspended, or
+-- refuses it and resumes the task at once with FAIL and the reason, which
+-- the wait raises in the task. So nothing is registered for a task that
+-- cannot yield (the yield itself fails, in the task, before anything
+-- happened), and a failure while registering (the kernel refuses the
+-- descriptor, memory runs out) is dealt with in one place, the loop's. One
+-- wait skips the request: a task waiting again on a descriptor it holds,
+-- registered for the same direction, begins its wait itself (wait_fd).
+local lepoll = require "lepoll"
+local common = require "lepoll.loop.common"
+
+local co_yield, co_running = coroutine.yield, coroutine.running
+local co_isyieldable = coroutine.isyieldable -- Lua 5.3+, LuaJIT 2.1
+local setmetatable, type, error, rawequal = setmetatable, type, error, rawequal
+local io_type = io.type
+local format = string.format
+
+local IN, OUT = lepoll.IN, lepoll.OUT
+
+local function token(name)
+  return setmetatable({}, { __tostring = function() return name end })
+end
+-- What a task yields to the loop; anything else is a stray yield.
+local WAIT = token("lepoll.loop wait")
+-- Resumes a task whose request the loop refused.
+local FAIL = token("lepoll.loop refusal")
+-- Yielded by a task that ends here: it was cancelled, or its loop closed.
+local END = token("lepoll.loop end")
+
+local M = { WAIT = WAIT, FAIL = FAIL, END = END }
+
+-- The task of this loop running now, or an error naming `name`. A task
+-- whose loop was closed, or that was cancelled, ends here.
+local function this_task(self, name, level)
+  local co = co_running()
+  if self.closed then
+    local cur = self.current
+    if cur and cur.co == co then co_yield(END) end
+    error(common.CLOSED, level + 1)
+  end
+  local task = co and self.tasks[co]
+  if not task or task.state ~= "running" then
+    error(format("%s must be called from a task of this loop (see spawn)", name), level + 1)
+  end
+  if task.cancelled then
+    task.req = "end"
+    co_yield(END)
+  end
+  return task
+end
+M.this_task = this_task
+
+-- l:running(): the task of this loop whose code runs now (the caller's),
+-- or nil: outside any task, in a coroutine a task resumed, in a task of
+-- another loop. After close, the tasks it ends at their next wait.
+function M.running(self)
+  local task = self.tasks[co_running()]
+  if task and task.state == "running" then return task end
+  return nil
+end
+
+-- Where coroutine.isyieldable tells (5.3+, LuaJIT), a wait that cannot
+-- yield is refused in our words; elsewhere the yield's own error says so.
+local function check_yieldable(task, name, level)
+  if co_isyieldable and not co_isyieldable() then
+    task.req = false
+    error(format("%s cannot wait here: the task would yield across a C-call boundary", name), level + 1)
+  end
+end
+
+-- A refusal of a wait on a descriptor: msg, after "name: " for a method.
+local function refuse(msg, name, method, level)
+  error(method and name .. ": " .. msg or msg, level + 1)
+end
+
+-- Yields task's request (its req fields are set) and returns what the wait
+-- returns (false from the loop stands for nil); a refusal is raised at
+-- `level` (for a method, see wait_fd: after "name: ").
+local function request(task, name, level, method)
+  check_yieldable(task, name, level + 1)
+  local a, b, c = co_yield(WAIT)
+  task.pending = false
+  if rawequal(a, FAIL) then
+    -- The kernel's refusal, at the caller's line; a memory error as it is.
+    if not c then error(b, 0) end
+    refuse(b, name, method, level + 1)
+  end
+  if a then return a end
+  return nil, b or nil
+end
+M.request = request
+
+local function deadline_of(self, timeout, n, name, level)
+  if timeout == nil then return false end
+  return self.clock() + common.check_seconds(timeout, n, name, "timeout (seconds)", level + 1)
+end
+M.deadline_of = deadline_of
+
+-- Whether obj has input buffered outside the kernel (LuaSocket, LuaSec).
+local function dirty(obj)
+  local t = type(obj)
+  if t ~= "userdata" and t ~= "table" then return false end
+  local d = obj.dirty
+  return d ~= nil and d(obj) and true or false
+end
+
+-- The wait of readable and writable, and of the methods of a layer above
+-- that wait on a descriptor (a wrapped socket's receive, lepoll.net.socket:
+-- method true). Its errors call it `name` and are raised at `level`, as
+-- its caller would pass it to error: at the line that called readable, or
+-- the method. A method's refusals that would not name it (the descriptor
+-- taken, the set refusing it) begin with "name: ".
+local function wait_fd(self, obj, timeout, reading, name, level, method)
+  -- this_task's common case first: a running task, not cancelled.
+  local task = self.tasks[co_running()]
+  if not task or task.state ~= "running" or task.cancelled then task = this_task(self, name, level + 1) end
+  -- The object the task waited on last resolves by its getfd alone, while
+  -- getfd is the same function and returns the same number; anything else
+  -- is resolved by the set (ep:try_tofd).
+  local fd, known
+  local get = task.fget
+  if get and rawequal(obj, task.fobj) and obj.getfd == get and get(obj) == task.ffd then
+    fd, known = task.ffd, true
+  else
+    if method then
+      local why
+      fd, why = self.ep:try_tofd(obj)
+      if not fd then refuse(why, name, method, level + 1) end
+    else
+      fd = common.resolve(self, obj, 1, name, level + 1)
+    end
+    local t = type(obj)
+    get = (t == "table" or t == "userdata") and io_type(obj) == nil and obj.getfd
+    if type(get) == "function" then
+      task.fobj, task.fget, task.ffd = obj, get, fd
+    else
+      task.fobj, task.fget, task.ffd = false, false, -1
+    end
+  end
+  local deadline = false
+  if timeout ~= nil then deadline = deadline_of(self, timeout, 2, name, level + 1) end
+  if self.watchers[fd] then
+    refuse(format("fd %d has an I/O watcher: a task cannot wait on it", fd), name, method, level + 1)
+  end
+  local s = self.slots[fd]
+  if s and (reading and s.reader or not reading and s.writer) then
+    refuse(format("fd %d already has a task waiting to %s", fd, reading and "read" or "write"), name, method,
+      level + 1)
+  end
+  if reading then
+    if known then -- a table or userdata: dirty's work, written out
+      local d = obj.dirty
+      if d ~= nil and d(obj) then return true end
+    elseif dirty(obj) then
+      return true
+    end
+  end
+  -- The steady state: the descriptor is registered for this direction, as
+  -- obj, in a slot this task holds, and there is no timeout. Beginning
+  -- the wait is then field assignments only (nothing to allocate, nothing
+  -- to fail), so the task makes them itself once it knows it can yield,
+  -- and the loop finds the wait begun (run_current).
+  if s and not deadline and co_isyieldable and rawequal(s.obj, obj) and task.held[fd] == s then
+    local reg, bit = s.reg, reading and IN or OUT
+    if (reg == bit or reg == IN + OUT) and co_isyieldable() then
+      if reading then s.reader, task.wdir = task, "r" else s.writer, task.wdir = task, "w" end
+      s.owner, task.wslot = task, s
+      task.wait, task.state, task.round = "fd", "waiting", self.round
+      self.nwaits = self.nwaits + 1
+      local a, b = co_yield(WAIT)
+      task.pending = false
+      if a then return a end
+      return nil, b or nil
+    end
+  end
+  task.req, task.req_fd, task.req_obj, task.req_dir, task.req_deadline =
+    "fd", fd, obj, reading and "r" or "w", deadline
+  -- not a tail call: levels count wait_fd
+  local ok, why = request(task, name, level + 1, method)
+  return ok, why
+end
+M.wait_fd = wait_fd
+
+-- Not tail calls: error levels count these frames. true alone, or nil
+-- and "timeout" or "closed".
+function M.readable(self, obj, timeout)
+  local ok, why = wait_fd(self, obj, timeout, true, "readable", 2, false)
+  if ok then return ok end
+  return ok, why
+end
+
+function M.writable(self, obj, timeout)
+  local ok, why = wait_fd(self, obj, timeout, false, "writable", 2, false)
+  if ok then return ok end
+  return ok, why
+end
+
+function M.sleep(self, seconds)
+  local task = this_task(self, "sleep", 2)
+  seconds = common.check_seconds(seconds, 1, "sleep", "seconds", 2)
+  task.req, task.req_deadline = "sleep", self.clock() + seconds
+  local ok = request(task, "sleep", 2)
+  return ok
+end
+
+return M
