@@ -690,6 +690,139 @@ describe("lepoll.loop task waits on descriptors", function()
   end)
 end)
 
+-- A task that waits again, with no timeout, on the object and in the
+-- direction of its last wait begins the wait without the first wait's
+-- checks (the slot's token, waits.lua and slots.lua). Each case here takes
+-- the descriptor's registration away between two such waits, in one of the
+-- ways the loop knows of, and the second wait must still see its event.
+describe("lepoll.loop a task's repeated waits on a descriptor", function()
+  H.no_fd_leaks(lazy_setup, lazy_teardown)
+
+  -- Runs l until the task's log has n entries, failing after 2 s: a wait
+  -- begun on a registration that is gone would never return.
+  local function run_until(l, log, n)
+    local deadline = now() + 2
+    while #log < n do
+      assert(now() < deadline, "a wait was lost: " .. #log .. " of " .. n .. " entries")
+      l:step(0.05)
+      l:invariant()
+    end
+  end
+
+  it("see their event after a watcher took the descriptor over and stopped", function()
+    local l = new_loop()
+    local a, b = socketpair()
+    local log = {}
+    l:spawn(function()
+      for i = 1, 3 do
+        assert(l:readable(a))
+        log[#log + 1] = T.read(a)
+        if i == 2 then l:io(a, "in", function() end):stop() end
+        T.write(b, tostring(i + 1))
+      end
+    end)
+    T.write(b, "1")
+    run_until(l, log, 3)
+    assert.are.same({ "1", "2", "3" }, log)
+    assert.is_false(l:run())
+    drain(a)
+  end)
+
+  it("see their event after the registration was narrowed and dropped for events nobody waited for", function()
+    local l = new_loop()
+    local a, b = socketpair()
+    local log = {}
+    l:spawn(function()
+      assert(l:readable(a))
+      log[#log + 1] = T.read(a)
+      assert(l:writable(a)) -- in|out: out fires at once
+      T.write(b, "2")
+      l:sleep(0.05) -- in and out fire with nobody waiting: the registration goes
+      log[#log + 1] = watched(l)
+      assert(l:readable(a))
+      log[#log + 1] = T.read(a)
+    end)
+    T.write(b, "1")
+    run_until(l, log, 3)
+    assert.are.same({ "1", "", "2" }, log)
+    assert.is_false(l:run())
+  end)
+
+  it("see their event after l:closing released the descriptor", function()
+    local l = new_loop()
+    local a, b = socketpair()
+    local log = {}
+    l:spawn(function()
+      for i = 1, 3 do
+        assert(l:readable(a))
+        log[#log + 1] = T.read(a)
+        if i == 2 then l:closing(a) end
+        T.write(b, tostring(i + 1))
+      end
+    end)
+    T.write(b, "1")
+    run_until(l, log, 3)
+    assert.are.same({ "1", "2", "3" }, log)
+    assert.is_false(l:run())
+    drain(a)
+  end)
+
+  it("share a descriptor with a task that waits on it as another object", function()
+    local l = new_loop()
+    local a, b = socketpair()
+    fill(a) -- a cannot be written to: a writer on it waits
+    local as_object = { getfd = function() return a end }
+    local log = {}
+    l:spawn(function()
+      for i = 1, 3 do
+        assert(l:readable(a))
+        log[#log + 1] = T.read(a)
+        if i == 1 then
+          -- another task waits on a, given as an object, to write
+          l:spawn(function() log.w = l:writable(as_object) end)
+          l:sleep(0)
+        end
+        T.write(b, tostring(i + 1))
+      end
+    end)
+    T.write(b, "1")
+    run_until(l, log, 3)
+    assert.are.same({ "1", "2", "3" }, log)
+    assert.is_nil(log.w)
+    drain(b) -- room to write: the writer wakes
+    assert.is_false(l:run())
+    assert.is_true(log.w)
+    drain(a)
+  end)
+
+  it("return at once on buffered input, and follow a closed socket to an error", function()
+    local socket = require "socket"
+    local l = new_loop()
+    local srv = assert(socket.bind("127.0.0.1", 0))
+    local c = assert(socket.connect("127.0.0.1", (select(2, srv:getsockname()))))
+    local s = assert(srv:accept())
+    srv:close()
+    defer(function() c:close() s:close() end)
+    s:settimeout(0)
+    local log = {}
+    l:spawn(function()
+      assert(l:readable(s))
+      log[#log + 1] = s:receive(3)     -- "one" of "one\ntwo\n": the rest is in LuaSocket's buffer
+      assert(l:readable(s))            -- at once: dirty
+      log[#log + 1] = s:receive("*l")
+      log[#log + 1] = s:receive("*l")
+      s:close()
+      local ok, err = pcall(l.readable, l, s)
+      log[#log + 1] = not ok and err
+    end)
+    assert(c:send("one\ntwo\n"))
+    run_until(l, log, 4)
+    assert.are.same({ "one", "", "two" }, { log[1], log[2], log[3] })
+    assert.is_string(log[4])
+    assert.is_false(l:run())
+  end)
+end)
+
 describe("lepoll.loop l:closing", function()
   H.no_fd_leaks(lazy_setup, lazy_teardown)
 

@@ -1,9 +1,12 @@
 -- lepoll.loop.invariant: l:invariant(), the loop's state checked against
 -- itself and against its epoll set: raises naming what disagrees.
+local lepoll = require "lepoll"
 local slots_mod = require "lepoll.loop.slots"
 
 local pairs, next, error, tostring = pairs, next, error, tostring
 local format = string.format
+
+local IN, OUT = lepoll.IN, lepoll.OUT
 
 -- Raised at the caller of l:invariant: fail, check_*, invariant, caller.
 local function fail(fmt, ...) error("lepoll.loop: invariant: " .. format(fmt, ...), 4) end
@@ -34,6 +37,12 @@ local function check_descriptors(self)
     end
     if s.reg ~= 0 and not slots_mod.holds(s.reg, want == 0 and s.reg or want) then
       fail("fd %d: registered %d, waited for %d", fd, s.reg, want)
+    end
+    -- A token (slots.lua) stands for a registration its holder may wait on.
+    for bit, holder in pairs({ [IN] = s.fast_r, [OUT] = s.fast_w }) do
+      if holder and not (slots_mod.holds(s.reg, bit) and holder.held[fd] == s) then
+        fail("fd %d: a task holds a token for %d without a registration it holds", fd, bit)
+      end
     end
     local found = ep:find(fd)
     if (s.reg == 0 and found ~= nil) or (s.reg ~= 0 and found ~= s.reg) then

@@ -9,6 +9,7 @@ local tasks = require "lepoll.loop.tasks"
 local slots = require "lepoll.loop.slots"
 
 local has, toflags = lepoll.has, lepoll.flags
+local IN = lepoll.IN
 local co_create, co_resume, co_yield = coroutine.create, coroutine.resume, coroutine.yield
 local co_running, gethook = coroutine.running, debug.gethook
 -- PUC Lua 5.1 (not LuaJIT, whose hooks are global): see run_rounds.
@@ -52,9 +53,9 @@ local function dispatch_slot(self, s, flags, round)
   local to_r, to_w = READS[flags], WRITES[flags]
   if to_r == nil then to_r, to_w = has(flags, READ_EVENTS), has(flags, WRITE_EVENTS) end
   local unwanted = (to_r and not r) or (to_w and not w)
-  if r and to_r and r.round ~= round then wake_fd(self, r) end
+  if r and to_r and r.round ~= round then wake_fd(self, r, s, true) end
   if w and to_w and w.round ~= round and s.writer == w and not self.failed and not self.closed then
-    wake_fd(self, w)
+    wake_fd(self, w, s, false)
   end
   if unwanted and self.slots[s.fd] == s and not self.closed then slots.narrow(self, s) end
 end
@@ -84,7 +85,16 @@ local function dispatch_io(self)
     else
       self.rpos = i + 1
       local s = slot_of[fd]
-      if s then dispatch_slot(self, s, flags, round) end
+      if s then
+        -- The common case first: input for a task waiting to read (the
+        -- event wakes no writer, and nobody waits for nothing).
+        local r = s.reader
+        if flags == IN and r then
+          if r.round ~= round then wake_fd(self, r, s, true) end
+        else
+          dispatch_slot(self, s, flags, round)
+        end
+      end
     end
     self.nevents = self.nevents + 1
   end

@@ -16,6 +16,17 @@
 -- the same number given as another object (the old one was closed and the
 -- number reused: the kernel forgot the old registration).
 --
+-- Tokens (fast_r, fast_w): the task that may begin its next wait to read
+-- (to write) on the slot, as the same object, without the checks of a
+-- first wait (waits.lua: wait_fd's steady state). A wait that begins here
+-- (tasks.lua: begin_wait) gives its task the token of its direction. A
+-- token holds while the slot is the loop's slot for its descriptor,
+-- registered for its direction, held by the task, and no other task has
+-- begun a wait on it as another object: every change to one of these (apply
+-- dropping the direction, drop, a watcher taking the descriptor, another
+-- object's wait) takes the token back, so a token is never wrong, only
+-- missing.
+--
 -- Every field of a slot exists from its creation and is never set to nil,
 -- so changing one never allocates (see the loop's notes on memory errors).
 local lepoll = require "lepoll"
@@ -61,12 +72,14 @@ local function apply(self, s, flags)
   if flags == 0 then
     self.nctl = self.nctl + 1
     self.ep:try_remove(s.fd)
-    s.reg = 0
+    s.reg, s.fast_r, s.fast_w = 0, false, false
     return true
   end
   local ok, why, errname = set_flags(self, s.fd, flags)
   if not ok then return nil, why, errname end
   s.reg = flags
+  if not holds(flags, IN) then s.fast_r = false end
+  if not holds(flags, OUT) then s.fast_w = false end
   return true
 end
 M.apply = apply
@@ -75,7 +88,12 @@ M.apply = apply
 -- must have been dealt with by the caller.
 function M.drop(self, s)
   if s.reg ~= 0 then apply(self, s, 0) end
+  s.fast_r, s.fast_w = false, false
   if self.slots[s.fd] == s then self.slots[s.fd] = nil end
+end
+
+local function new_slot(fd, obj)
+  return { fd = fd, obj = obj, reg = 0, reader = false, writer = false, owner = false, fast_r = false, fast_w = false }
 end
 
 -- The slot for fd given as obj, made when missing. An idle slot that holds
@@ -84,13 +102,13 @@ end
 function M.get(self, fd, obj)
   local s = self.slots[fd]
   if s and not rawequal(s.obj, obj) and not s.reader and not s.writer then
-    local fresh = { fd = fd, obj = obj, reg = 0, reader = false, writer = false, owner = false }
+    local fresh = new_slot(fd, obj)
     M.drop(self, s)
     self.slots[fd] = fresh
     return fresh
   end
   if s then return s end
-  s = { fd = fd, obj = obj, reg = 0, reader = false, writer = false, owner = false }
+  s = new_slot(fd, obj)
   self.slots[fd] = s
   return s
 end
@@ -116,12 +134,19 @@ function M.narrow(self, s)
 end
 
 -- An idle slot on fd (nobody waiting) gives way to a watcher; a busy one
--- does not. Returns the slot that must be dropped once the watcher holds
--- the descriptor, or nil.
+-- does not. Returns the slot that must be given up (M.give_up) once the
+-- watcher holds the descriptor, or nil.
 function M.idle(self, fd)
   local s = self.slots[fd]
   if s and not s.reader and not s.writer then return s end
   return nil
+end
+
+-- The idle slot s leaves the loop's books, its descriptor now a
+-- watcher's: fields only (the set's entry is the watcher's now).
+function M.give_up(self, s)
+  s.reg, s.fast_r, s.fast_w = 0, false, false
+  if self.slots[s.fd] == s then self.slots[s.fd] = nil end
 end
 
 -- A task ends: the slots it waited on last leave the set when nobody

@@ -28,7 +28,7 @@ local waits = require "lepoll.loop.waits"
 
 local co_create, co_resume = coroutine.create, coroutine.resume
 local co_status, co_close = coroutine.status, coroutine.close
-local setmetatable, select, type, pcall = setmetatable, select, type, pcall
+local setmetatable, select, type, pcall, rawequal = setmetatable, select, type, pcall, rawequal
 local format = string.format
 local traceback = debug.traceback
 -- luacheck: read globals unpack (the fallback: Lua 5.1's and LuaJIT's)
@@ -115,7 +115,7 @@ local function begin_wait(self, task)
     if t.hidx then heap:remove(t) end -- left by an earlier wait
     heap:push(t, deadline)
   end
-  local s, reading, c
+  local s, reading, c, same
   if kind == "fd" then
     local fd = task.req_fd
     s = slots.get(self, fd, task.req_obj)
@@ -127,15 +127,19 @@ local function begin_wait(self, task)
       if s.reg == 0 and not s.owner and self.slots[fd] == s then self.slots[fd] = nil end
       return nil, why, errname
     end
+    same = rawequal(s.obj, task.req_obj)
   elseif kind == "cond" then
     c = task.req_target
     c:reserve()
   end
   -- From here fields change, and nothing else happens.
   if s then
-    if reading then s.reader = task else s.writer = task end
+    -- The direction's token (slots.lua) is the task's now; the other
+    -- direction's holder keeps its token only while the object stays.
+    if not same then s.fast_r, s.fast_w = false, false end
+    if reading then s.reader, s.fast_r = task, task else s.writer, s.fast_w = task, task end
     s.owner, s.obj = task, task.req_obj
-    task.wslot, task.wdir = s, task.req_dir
+    task.wslot, task.wdir, task.fslot = s, task.req_dir, s
   elseif c then
     local i = c.last + 1
     c.q[i] = task
@@ -297,14 +301,18 @@ local function run_now(self, task, v1, v2)
   run_current(self)
 end
 
--- A task's descriptor is ready.
-function M.wake_fd(self, task)
-  stop_wait(task)
+-- A task's descriptor is ready: task is the reader (reading) or the
+-- writer of slot s. stop_wait's and resume's work, written out for this
+-- one case (a wait on a descriptor, one value passed): the calls and
+-- tests they would make cost as much as the rest of a wait and wake.
+function M.wake_fd(self, task, s, reading)
+  if reading then s.reader = false else s.writer = false end
+  local t = task.timer
+  t.armed, t.due = false, false
+  task.wslot, task.wait = false, false
   task.pending, task.wv1, task.wv2 = true, true, false
   self.current = task
-  -- resume's work, written out for the one value this resume passes (a
-  -- call and three arguments less per event: 4% of a task's wait and
-  -- wake); run_current takes over unless the task began its next wait.
+  -- run_current takes over unless the task began its next wait.
   task.state, task.rset = "running", false
   local ok, v = co_resume(task.co, true)
   if not ok then task.rv, task.rset = v, true end
@@ -387,6 +395,7 @@ function M.spawn(self, fn, ...)
     wait = false, wslot = false, wdir = false, wtarget = false, wticket = 0,
     timer = false, held = {},
     fobj = false, fget = false, ffd = -1, -- the object wait_fd resolved last
+    fslot = false, -- the slot of its last wait on fobj's descriptor (waits.lua)
     queued = false, cancelled = false,
     -- the loop's next resume of it (see run_current), and what came of one
     pending = true, wv1 = false, wv2 = false, wv3 = false, rv = false, rset = false, trace = false,

@@ -13,7 +13,6 @@
 -- descriptor, memory runs out) is dealt with in one place, the loop's. One
 -- wait skips the request: a task waiting again on a descriptor it holds,
 -- registered for the same direction, begins its wait itself (wait_fd).
-local lepoll = require "lepoll"
 local common = require "lepoll.loop.common"
 
 local co_yield, co_running = coroutine.yield, coroutine.running
@@ -22,7 +21,6 @@ local setmetatable, type, error, rawequal = setmetatable, type, error, rawequal
 local io_type = io.type
 local format = string.format
 
-local IN, OUT = lepoll.IN, lepoll.OUT
 
 local function token(name)
   return setmetatable({}, { __tostring = function() return name end })
@@ -33,6 +31,10 @@ local WAIT = token("lepoll.loop wait")
 local FAIL = token("lepoll.loop refusal")
 -- Yielded by a task that ends here: it was cancelled, or its loop closed.
 local END = token("lepoll.loop end")
+
+-- task.fobj for an object wait_fd does not cache (a file): no argument
+-- is ever this table.
+local UNCACHED = token("lepoll.loop uncached")
 
 local M = { WAIT = WAIT, FAIL = FAIL, END = END }
 
@@ -121,9 +123,41 @@ local function wait_fd(self, obj, timeout, reading, name, level, method)
   -- this_task's common case first: a running task, not cancelled.
   local task = self.tasks[co_running()]
   if not task or task.state ~= "running" or task.cancelled then task = this_task(self, name, level + 1) end
-  -- The object the task waited on last resolves by its getfd alone, while
-  -- getfd is the same function and returns the same number; anything else
-  -- is resolved by the set (ep:try_tofd).
+  -- The steady state: the task waits again, with no timeout, on the object
+  -- and in the direction of its last wait on a descriptor, and still holds
+  -- that direction's token of the slot (slots.lua): the slot is the loop's,
+  -- registered for the direction, and nobody else waits there. Left to
+  -- check are the object's descriptor (getfd: a closed socket gives another)
+  -- and its buffered input; the wait then begins in fields only (nothing
+  -- to allocate, nothing to fail), once the task is known to be able to
+  -- yield, and the loop finds it begun (run_current). Objects equal by
+  -- __eq are one object here while they give the same descriptor by the
+  -- same getfd.
+  local s = task.fslot
+  if s and obj == task.fobj and timeout == nil and co_isyieldable and not self.closed
+      and (reading and s.fast_r == task or not reading and s.fast_w == task) then
+    local get = task.fget
+    if not get or (obj.getfd == get and get(obj) == s.fd) then
+      if get and reading then -- a table or userdata: dirty's work, written out
+        local d = obj.dirty
+        if d ~= nil and d(obj) then return true end
+      end
+      if co_isyieldable() then
+        if reading then s.reader, task.wdir = task, "r" else s.writer, task.wdir = task, "w" end
+        s.owner, task.wslot = task, s
+        task.wait, task.state, task.round = "fd", "waiting", self.round
+        self.nwaits = self.nwaits + 1
+        local a, b = co_yield(WAIT)
+        task.pending = false
+        if a then return a end
+        return nil, b or nil
+      end
+    end
+  end
+  -- Any other wait. The object the task waited on last resolves by its
+  -- getfd alone, while getfd is the same function and returns the same
+  -- number; anything else is resolved by the set (ep:try_tofd), and the
+  -- task's steady state starts again from the wait it then begins.
   local fd, known
   local get = task.fget
   if get and rawequal(obj, task.fobj) and obj.getfd == get and get(obj) == task.ffd then
@@ -138,10 +172,13 @@ local function wait_fd(self, obj, timeout, reading, name, level, method)
     end
     local t = type(obj)
     get = (t == "table" or t == "userdata") and io_type(obj) == nil and obj.getfd
+    task.fslot = false
     if type(get) == "function" then
       task.fobj, task.fget, task.ffd = obj, get, fd
+    elseif t == "number" then
+      task.fobj, task.fget, task.ffd = obj, false, fd
     else
-      task.fobj, task.fget, task.ffd = false, false, -1
+      task.fobj, task.fget, task.ffd = UNCACHED, false, -1
     end
   end
   local deadline = false
@@ -149,8 +186,8 @@ local function wait_fd(self, obj, timeout, reading, name, level, method)
   if self.watchers[fd] then
     refuse(format("fd %d has an I/O watcher: a task cannot wait on it", fd), name, method, level + 1)
   end
-  local s = self.slots[fd]
-  if s and (reading and s.reader or not reading and s.writer) then
+  local slot = self.slots[fd]
+  if slot and (reading and slot.reader or not reading and slot.writer) then
     refuse(format("fd %d already has a task waiting to %s", fd, reading and "read" or "write"), name, method,
       level + 1)
   end
@@ -160,24 +197,6 @@ local function wait_fd(self, obj, timeout, reading, name, level, method)
       if d ~= nil and d(obj) then return true end
     elseif dirty(obj) then
       return true
-    end
-  end
-  -- The steady state: the descriptor is registered for this direction, as
-  -- obj, in a slot this task holds, and there is no timeout. Beginning
-  -- the wait is then field assignments only (nothing to allocate, nothing
-  -- to fail), so the task makes them itself once it knows it can yield,
-  -- and the loop finds the wait begun (run_current).
-  if s and not deadline and co_isyieldable and rawequal(s.obj, obj) and task.held[fd] == s then
-    local reg, bit = s.reg, reading and IN or OUT
-    if (reg == bit or reg == IN + OUT) and co_isyieldable() then
-      if reading then s.reader, task.wdir = task, "r" else s.writer, task.wdir = task, "w" end
-      s.owner, task.wslot = task, s
-      task.wait, task.state, task.round = "fd", "waiting", self.round
-      self.nwaits = self.nwaits + 1
-      local a, b = co_yield(WAIT)
-      task.pending = false
-      if a then return a end
-      return nil, b or nil
     end
   end
   task.req, task.req_fd, task.req_obj, task.req_dir, task.req_deadline =

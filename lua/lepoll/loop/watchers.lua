@@ -32,17 +32,14 @@ local function attach_body(self, w)
   if exclusive then
     self.nctl = self.nctl + 1
     ep:try_remove(fd)
-    idle.reg = 0
+    idle.reg, idle.fast_r, idle.fast_w = 0, false, false
   end
   local ok, why, errname = slots.set_flags(self, fd, flags)
   if not ok then
     self.watchers[fd] = nil
     return nil, why, errname
   end
-  if idle then
-    idle.reg = 0
-    self.slots[fd] = nil
-  end
+  if idle then slots.give_up(self, idle) end
   self.nwatchers = self.nwatchers + 1
   w.active, w.round = true, self.round
   return true
