@@ -35,7 +35,7 @@ local work = require "work"
 local MSG = 64 -- bytes per echo message
 local CTL_TARGET, CPU_TARGET = 0.1, 1.10
 
-local opt = { rounds = 5, seconds = 3, warmup = 0.5, conns = 100, lua = "lua5.4", bin = "build/bench", pin = true,
+local opt = { rounds = 9, seconds = 3, warmup = 0.5, conns = 100, lua = "lua5.4", bin = "build/bench", pin = true,
 	loads = "echo,http" }
 do
 	local numeric = { ["--rounds"] = "rounds", ["--seconds"] = "seconds", ["--warmup"] = "warmup",
