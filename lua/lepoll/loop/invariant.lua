@@ -25,8 +25,9 @@ local function check_descriptors(self)
   if n ~= self.nwatchers then fail("%d started watchers counted as %d", n, self.nwatchers) end
   for fd, s in pairs(self.slots) do
     if s.fd ~= fd then fail("slot of fd %d filed under fd %d", s.fd, fd) end
-    for dir, task in pairs({ r = s.reader, w = s.writer }) do
-      if task and (task.wait ~= "fd" or task.wslot ~= s or task.wdir ~= dir or task.state ~= "waiting"
+    if s.reader and s.reader == s.writer then fail("fd %d: one task waits to read and to write", fd) end
+    for _, task in pairs({ r = s.reader, w = s.writer }) do
+      if task and (task.wait ~= "fd" or task.wslot ~= s or task.state ~= "waiting"
           or self.tasks[task.co] ~= task) then
         fail("fd %d: the task in its slot is not waiting for it", fd)
       end

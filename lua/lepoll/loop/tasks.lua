@@ -73,8 +73,8 @@ local function stop_wait(task)
   local kind = task.wait
   if kind == "fd" then
     local s = task.wslot
-    if task.wdir == "r" then
-      if s.reader == task then s.reader = false end
+    if s.reader == task then
+      s.reader = false
     elseif s.writer == task then
       s.writer = false
     end
@@ -139,7 +139,7 @@ local function begin_wait(self, task)
     if not same then s.fast_r, s.fast_w = false, false end
     if reading then s.reader, s.fast_r = task, task else s.writer, s.fast_w = task, task end
     s.owner, s.obj = task, task.req_obj
-    task.wslot, task.wdir, task.fslot = s, task.req_dir, s
+    task.wslot, task.fslot = s, s
   elseif c then
     local i = c.last + 1
     c.q[i] = task
@@ -308,15 +308,17 @@ end
 function M.wake_fd(self, task, s, reading)
   if reading then s.reader = false else s.writer = false end
   local t = task.timer
-  t.armed, t.due = false, false
+  if t.armed then t.armed, t.due = false, false end
   task.wslot, task.wait = false, false
-  task.pending, task.wv1, task.wv2 = true, true, false
+  -- (wv2 and wv3 are false between resumes, and rset for as long as the
+  -- task lives; wv1 counts only while pending)
+  task.pending, task.wv1 = true, true
   self.current = task
   -- run_current takes over unless the task began its next wait.
-  task.state, task.rset = "running", false
+  task.state = "running"
   local ok, v = co_resume(task.co, true)
   if not ok then task.rv, task.rset = v, true end
-  task.pending, task.wv1 = false, false
+  task.pending = false
   if task.wait and not self.closed then
     self.current = false
     return
@@ -392,7 +394,7 @@ function M.spawn(self, fn, ...)
     -- the request a wait makes, then the wait it is in
     req = false, req_fd = -1, req_obj = false, req_dir = false, req_deadline = false,
     req_target = false,
-    wait = false, wslot = false, wdir = false, wtarget = false, wticket = 0,
+    wait = false, wslot = false, wtarget = false, wticket = 0,
     timer = false, held = {},
     fobj = false, fget = false, ffd = -1, -- the object wait_fd resolved last
     fslot = false, -- the slot of its last wait on fobj's descriptor (waits.lua)

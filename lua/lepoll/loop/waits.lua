@@ -143,7 +143,7 @@ local function wait_fd(self, obj, timeout, reading, name, level, method)
         if d ~= nil and d(obj) then return true end
       end
       if co_isyieldable() then
-        if reading then s.reader, task.wdir = task, "r" else s.writer, task.wdir = task, "w" end
+        if reading then s.reader = task else s.writer = task end
         s.owner, task.wslot = task, s
         task.wait, task.state, task.round = "fd", "waiting", self.round
         self.nwaits = self.nwaits + 1
