@@ -709,6 +709,15 @@ describe("lepoll.loop a task's repeated waits on a descriptor", function()
     end
   end
 
+  -- In a task: reads a's first byte (to log), waits until a is writable
+  -- (its registration in|out from then on), and sends "2" to a.
+  local function read_then_write(l, a, b, log)
+    assert(l:readable(a))
+    log[#log + 1] = T.read(a)
+    assert(l:writable(a))
+    T.write(b, "2")
+  end
+
   it("see their event after a watcher took the descriptor over and stopped", function()
     local l = new_loop()
     local a, b = socketpair()
@@ -733,10 +742,7 @@ describe("lepoll.loop a task's repeated waits on a descriptor", function()
     local a, b = socketpair()
     local log = {}
     l:spawn(function()
-      assert(l:readable(a))
-      log[#log + 1] = T.read(a)
-      assert(l:writable(a)) -- in|out: out fires at once
-      T.write(b, "2")
+      read_then_write(l, a, b, log)
       l:sleep(0.05) -- in and out fire with nobody waiting: the registration goes
       log[#log + 1] = watched(l)
       assert(l:readable(a))
@@ -745,6 +751,29 @@ describe("lepoll.loop a task's repeated waits on a descriptor", function()
     T.write(b, "1")
     run_until(l, log, 3)
     assert.are.same({ "1", "", "2" }, log)
+    assert.is_false(l:run())
+  end)
+
+  it("see their event after the registration was narrowed to the other direction", function()
+    local l = new_loop()
+    local a, b = socketpair()
+    local log = {}
+    l:spawn(function()
+      read_then_write(l, a, b, log)
+      assert(l:readable(a)) -- woken by in|out
+      log[#log + 1] = T.read(a)
+      l:timer(0.02, function() T.write(b, "3") end)
+      -- while this waits, in|out comes again and nobody waits to write:
+      -- the registration is narrowed to in
+      assert(l:readable(a))
+      log[#log + 1] = T.read(a)
+      log[#log + 1] = watched(l)
+      assert(l:writable(a)) -- a wait begun on the narrowed registration would never return
+      log[#log + 1] = "writable"
+    end)
+    T.write(b, "1")
+    run_until(l, log, 5)
+    assert.are.same({ "1", "2", "3", ('[%d]="in"'):format(a), "writable" }, log)
     assert.is_false(l:run())
   end)
 
@@ -778,11 +807,13 @@ describe("lepoll.loop a task's repeated waits on a descriptor", function()
         assert(l:readable(a))
         log[#log + 1] = T.read(a)
         if i == 1 then
-          -- another task waits on a, given as an object, to write
+          -- another task waits on a, given as an object, to write, while
+          -- this one waits to read: the slot's object changes under it
           l:spawn(function() log.w = l:writable(as_object) end)
-          l:sleep(0)
+          l:timer(0.01, function() T.write(b, "2") end)
+        else
+          T.write(b, tostring(i + 1))
         end
-        T.write(b, tostring(i + 1))
       end
     end)
     T.write(b, "1")

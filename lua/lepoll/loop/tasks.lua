@@ -121,13 +121,13 @@ local function begin_wait(self, task)
     s = slots.get(self, fd, task.req_obj)
     if task.held[fd] ~= s then task.held[fd] = s end
     reading = task.req_dir == "r"
+    same = rawequal(s.obj, task.req_obj) -- (arm leaves s.obj as it is)
     local ok, why, errname = slots.arm(self, s, reading and IN or OUT)
     if not ok then
       -- A slot made for this wait goes again.
       if s.reg == 0 and not s.owner and self.slots[fd] == s then self.slots[fd] = nil end
       return nil, why, errname
     end
-    same = rawequal(s.obj, task.req_obj)
   elseif kind == "cond" then
     c = task.req_target
     c:reserve()

@@ -130,11 +130,9 @@ local function wait_fd(self, obj, timeout, reading, name, level, method)
   -- check are the object's descriptor (getfd: a closed socket gives another)
   -- and its buffered input; the wait then begins in fields only (nothing
   -- to allocate, nothing to fail), once the task is known to be able to
-  -- yield, and the loop finds it begun (run_current). Objects equal by
-  -- __eq are one object here while they give the same descriptor by the
-  -- same getfd.
+  -- yield, and the loop finds it begun (run_current).
   local s = task.fslot
-  if s and obj == task.fobj and timeout == nil and co_isyieldable and not self.closed
+  if s and timeout == nil and co_isyieldable and not self.closed and rawequal(obj, task.fobj)
       and (reading and s.fast_r == task or not reading and s.fast_w == task) then
     local get = task.fget
     if not get or (obj.getfd == get and get(obj) == s.fd) then
