@@ -7,6 +7,9 @@
 -- with start-up and set-up cancelled out. Kernel time is not counted.
 local N, WAITS = 64, 2000
 
+package.path = (arg[0]:match("^(.*)/") or ".") .. "/lib/?.lua;" .. package.path
+local measure = require "measure"
+
 local MODES = {
 	{ "wait", "wait(0) alone" },
 	{ "floor", "wait(0) + a Lua loop of callbacks (the floor)" },
@@ -66,31 +69,12 @@ if arg[1] == "--child" then
 	os.exit(0)
 end
 
-local out
-do
-	local i = 1
-	while arg[i] do
-		if arg[i] == "--out" then i = i + 1; out = arg[i] else error("unknown argument " .. arg[i]) end
-		i = i + 1
-	end
-end
-
--- Instructions callgrind counted in one child run.
-local function instructions(mode, waits)
-	local cmd = ("valgrind --tool=callgrind --callgrind-out-file=/dev/null %s bench/profile.lua --child %s %d 2>&1")
-		:format(arg[-1] or "lua5.4", mode, waits)
-	local p = assert(io.popen(cmd))
-	local text = p:read("a")
-	local ok = p:close()
-	local count, events = text:match("Collected : (%d+)"), text:match("events=(%d+)")
-	if not ok or not count or not events then error(("callgrind run of %s failed:\n%s"):format(mode, text), 0) end
-	return tonumber(count), tonumber(events)
-end
+local out = measure.options({}, { "out" }).out
 
 local rows = {}
 for _, m in ipairs(MODES) do
-	local base, e0 = instructions(m[1], 0)
-	local full, e1 = instructions(m[1], WAITS)
+	local base, e0 = measure.callgrind_count(arg[0], "events", m[1], 0)
+	local full, e1 = measure.callgrind_count(arg[0], "events", m[1], WAITS)
 	rows[#rows + 1] = { m[2], (full - base) / (e1 - e0) }
 	print(("profile %s: %.0f instructions per event"):format(m[1], rows[#rows][2]))
 end
@@ -109,11 +93,4 @@ for _, r in ipairs(rows) do
 	L[#L + 1] = ("| %s | %.0f | %.0f |"):format(r[1], r[2], r[2] - rows[1][2])
 end
 local text = table.concat(L, "\n") .. "\n"
-if out then
-	local f = assert(io.open(out, "w"))
-	f:write(text)
-	f:close()
-	print("profile: wrote " .. out)
-else
-	io.write(text)
-end
+measure.write_report("profile", text, out)

@@ -16,7 +16,9 @@
 #                       against tasks, under the echo load generator and
 #                       wrk (TASKS_ROUNDS, TASKS_SECONDS: measured seconds
 #                       per run): CPU per request and epoll_ctl calls per
-#                       request (perf stat); writes build/bench/tasks.md
+#                       request (perf stat), then user-space instructions
+#                       per request, counted by callgrind
+#                       (bench/tasks_profile.lua); writes build/bench/tasks.md
 #   make bench-http     one HTTP server on lepoll.loop's wrapped sockets and
 #                       watchers, luv, cqueues and copas, under wrk
 #                       (HTTP_ROUNDS, HTTP_SECONDS): CPU per request against
@@ -98,11 +100,12 @@ bench: bench-echo bench-tasks bench-http bench-prefork bench-select bench-profil
 	    --plot bench/scaling.png --out bench/RESULTS.md
 
 ## every benchmark at tiny sizes, one short round, for CI
-bench-smoke: $(BUILD)/lepoll.so $(BENCH_SO) $(ECHO_BIN) bench-luajit-build | deps-bench
+bench-smoke: $(BUILD)/lepoll.so $(BENCH_SO) $(ECHO_BIN) bench-luajit-build | deps-bench deps-valgrind
 	$(BENCH_ENV) $(LUA) bench/run.lua --smoke
 	$(BENCH_JIT_ENV) luajit bench/run.lua --smoke
 	$(BENCH_ENV) $(LUA) bench/echo.lua --lua $(LUA) --smoke
 	$(BENCH_ENV) $(LUA) bench/tasks.lua --lua $(LUA) --smoke
+	$(BENCH_ENV) $(LUA) bench/tasks_profile.lua --smoke
 	$(BENCH_ENV) $(LUA) bench/http.lua --lua $(LUA) --smoke
 	$(BENCH_ENV) $(LUA) bench/prefork.lua --lua $(LUA) --smoke
 	$(BENCH_ENV) $(LUA) bench/select.lua --smoke
@@ -113,9 +116,11 @@ bench-echo: $(BUILD)/lepoll.so $(ECHO_BIN) | deps-bench
 	    --out $(BENCH_DIR)/echo.md
 
 ## watchers against tasks on lepoll.loop (echo and HTTP loads); writes build/bench/tasks.md
-bench-tasks: $(BUILD)/lepoll.so $(BENCH_DIR)/echo-loadgen | deps-bench
+bench-tasks: $(BUILD)/lepoll.so $(BENCH_DIR)/echo-loadgen | deps-bench deps-valgrind
 	$(BENCH_ENV) $(LUA) bench/tasks.lua --lua $(LUA) --rounds $(TASKS_ROUNDS) --seconds $(TASKS_SECONDS) \
 	    --out $(BENCH_DIR)/tasks.md
+	$(BENCH_ENV) $(LUA) bench/tasks_profile.lua --out $(BENCH_DIR)/tasks_profile.md
+	cat $(BENCH_DIR)/tasks_profile.md >> $(BENCH_DIR)/tasks.md
 
 ## one HTTP server on five event libraries (wrapped sockets, watchers, luv, cqueues, copas); writes build/bench/http.md
 bench-http: $(BUILD)/lepoll.so | deps-bench

@@ -309,6 +309,21 @@ local function write_report(name, text, out)
 	end
 end
 
+-- User-space instructions valgrind's callgrind counts in one run of
+-- `script --child ARGS...` under the Lua of this process, and the number
+-- the run prints after "TAG=" (what it did: events, requests). Raises with
+-- the run's output when it fails.
+local function callgrind_count(script, tag, ...)
+	local cmd = ("valgrind --tool=callgrind --callgrind-out-file=/dev/null %s %s --child %s 2>&1")
+		:format(arg[-1] or "lua5.4", script, table.concat({ ... }, " "))
+	local p = assert(io.popen(cmd))
+	local text = p:read("a")
+	local ok = p:close()
+	local count, done = text:match("Collected : (%d+)"), text:match(tag .. "=(%d+)")
+	if not ok or not count or not done then error(("callgrind run of %s failed:\n%s"):format(cmd, text), 0) end
+	return tonumber(count), tonumber(done)
+end
+
 -- ------------------------------------------------------------ the driver
 
 -- The command line (arg) into opt, whose fields hold the defaults: the
@@ -370,7 +385,7 @@ M.count_calls, M.pin_prefix = count_calls, pin_prefix
 M.start_server, M.stop_server, M.start_wrk, M.wrk_result = start_server, stop_server, start_wrk, wrk_result
 M.check_http, M.http_time = check_http, http_time
 M.range, M.verdict_at_least, M.verdict_at_most = range, verdict_at_least, verdict_at_most
-M.write_report, M.finish = write_report, finish
+M.write_report, M.finish, M.callgrind_count = write_report, finish, callgrind_count
 M.options, M.rounds = options, rounds
 
 return M

@@ -10,6 +10,7 @@ package.path = (arg[0]:match("^(.*)/") or ".") .. "/?.lua;" .. package.path
 local loop = require "lepoll.loop"
 local socket = require "socket"
 local work = require "work"
+local styles = require "styles"
 
 local serve, new_state, opts = work.setup(arg)
 local send = work.send
@@ -18,32 +19,13 @@ local l = loop.new()
 local server = assert(socket.bind("127.0.0.1", 0, 128))
 server:settimeout(0)
 
--- serve() leaves LuaSocket's buffer empty, so readiness tells all: there
--- is nothing to read until the kernel says so.
-local function connection(c)
-	local st = new_state()
-	while l:readable(c) do
-		local out = serve(c, st)
-		if out == nil then break end
-		while out ~= "" do
-			out = send(c, out)
-			if out == nil or (out ~= "" and not l:writable(c)) then
-				out = nil
-				break
-			end
-		end
-		if out == nil or (st and st.closing) then break end
-	end
-	c:close()
-end
-
 l:spawn(function()
 	while l:readable(server) do
 		local c = server:accept()
 		if c then
 			c:settimeout(0)
 			c:setoption("tcp-nodelay", true)
-			l:spawn(connection, c)
+			l:spawn(styles.task, l, c, serve, new_state, send)
 		end
 	end
 end)

@@ -11,56 +11,22 @@ local lepoll = require "lepoll"
 local loop = require "lepoll.loop"
 local socket = require "socket"
 local work = require "work"
+local styles = require "styles"
 
 local serve, new_state, opts = work.setup(arg)
 local send = work.send
-local IN, OUT = lepoll.IN, lepoll.OUT
+local IN = lepoll.IN
 
 local l = loop.new()
 local server = assert(socket.bind("127.0.0.1", 0, 128))
 server:settimeout(0)
-
-local function connection(c)
-	local st = new_state()
-	local pending -- the unsent rest of a response
-	local w
-	local function drop()
-		w:stop()
-		c:close()
-	end
-	w = l:io(c, IN, function()
-		if pending then -- writable
-			local rest = send(c, pending)
-			if rest ~= "" then
-				if rest == nil then drop() else pending = rest end
-				return
-			end
-			pending = nil
-			if st and st.closing then return drop() end
-			w:set(IN)
-			return
-		end
-		local out = serve(c, st)
-		if out == nil then return drop() end
-		if out ~= "" then
-			local rest = send(c, out)
-			if rest == nil then return drop() end
-			if rest ~= "" then
-				pending = rest
-				w:set(OUT)
-				return
-			end
-		end
-		if st and st.closing then drop() end
-	end)
-end
 
 l:io(server, IN, function()
 	local c = server:accept()
 	if c then
 		c:settimeout(0)
 		c:setoption("tcp-nodelay", true)
-		connection(c)
+		styles.watcher(l, c, serve, new_state, send)
 	end
 end)
 
