@@ -826,6 +826,34 @@ describe("lepoll.loop a task's repeated waits on a descriptor", function()
     drain(a)
   end)
 
+  it("end the task at the next one once it was cancelled, or its loop closed, while it ran", function()
+    for _, how in ipairs({ "cancel", "close" }) do
+      local l = new_loop()
+      local a, b = socketpair()
+      local log = {}
+      local task
+      task = l:spawn(function()
+        for i = 1, 3 do
+          assert(l:readable(a))
+          log[#log + 1] = T.read(a)
+          if i == 2 then
+            if how == "cancel" then task:cancel() else l:close() end
+          end
+          T.write(b, tostring(i + 1))
+        end
+        log[#log + 1] = "went on"
+      end)
+      T.write(b, "1")
+      run_until(l, log, 2)
+      if how == "cancel" then
+        assert.is_false(l:run()) -- nothing left: the task ended at its third wait
+        assert.are.equal("dead", task:status())
+      end
+      assert.are.same({ "1", "2" }, log, how)
+      drain(a)
+    end
+  end)
+
   it("return at once on buffered input, and follow a closed socket to an error", function()
     local socket = require "socket"
     local l = new_loop()

@@ -311,6 +311,7 @@ function Loop:close()
   -- Every wait ends as a wait does (a condition forgets its waiters).
   for _, task in pairs(self.tasks) do
     if task.wait then tasks.stop_wait(task) end
+    task.fslot = false -- no steady-state wait (waits.lua) after close
   end
   for _, w in pairs(self.watchers) do w.active = false end
   self.watchers, self.slots = {}, {}

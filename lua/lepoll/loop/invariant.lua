@@ -27,7 +27,7 @@ local function check_descriptors(self)
     if s.fd ~= fd then fail("slot of fd %d filed under fd %d", s.fd, fd) end
     if s.reader and s.reader == s.writer then fail("fd %d: one task waits to read and to write", fd) end
     for _, task in pairs({ r = s.reader, w = s.writer }) do
-      if task and (task.wait ~= "fd" or task.wslot ~= s or task.state ~= "waiting"
+      if task and (task.wait ~= "fd" or task.fslot ~= s or task.state ~= "waiting"
           or self.tasks[task.co] ~= task) then
         fail("fd %d: the task in its slot is not waiting for it", fd)
       end

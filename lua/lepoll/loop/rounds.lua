@@ -67,23 +67,25 @@ local function dispatch_io(self)
   local rfd, rfl = self.rfd, self.rfl
   local watching, slot_of = self.watchers, self.slots
   local round = self.round
-  while not self.failed and not self.closed do
-    local i = self.rpos
-    if i > self.nready then break end
+  -- (nothing a callback or task can do moves rpos or nready: they are
+  -- read once, and rpos is written as each event is taken)
+  local i, n = self.rpos, self.nready
+  while i <= n and not self.failed and not self.closed do
     local fd, flags = rfd[i], rfl[i]
+    i = i + 1
     local w = watching[fd]
     if w then
       if w.round ~= round then
         self.cur, self.cur_flags = w, flags
         local ok, err = xpcall(self.call_io, self.handler)
         self.cur = false
-        self.rpos = i + 1
+        self.rpos = i
         if not ok then common.callback_failed(self, w, err) end
       else
-        self.rpos = i + 1
+        self.rpos = i
       end
     else
-      self.rpos = i + 1
+      self.rpos = i
       local s = slot_of[fd]
       if s then
         -- The common case first: input for a task waiting to read (the

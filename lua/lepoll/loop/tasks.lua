@@ -72,13 +72,12 @@ local M = { Task = Task }
 local function stop_wait(task)
   local kind = task.wait
   if kind == "fd" then
-    local s = task.wslot
+    local s = task.fslot
     if s.reader == task then
       s.reader = false
     elseif s.writer == task then
       s.writer = false
     end
-    task.wslot = false
   elseif kind == "cond" then
     -- The condition's queue forgets the task (condition.lua): the cell at
     -- either end goes, one inside stays behind, stale.
@@ -139,7 +138,7 @@ local function begin_wait(self, task)
     if not same then s.fast_r, s.fast_w = false, false end
     if reading then s.reader, s.fast_r = task, task else s.writer, s.fast_w = task, task end
     s.owner, s.obj = task, task.req_obj
-    task.wslot, task.fslot = s, s
+    task.fslot = s
   elseif c then
     local i = c.last + 1
     c.q[i] = task
@@ -309,7 +308,7 @@ function M.wake_fd(self, task, s, reading)
   if reading then s.reader = false else s.writer = false end
   local t = task.timer
   if t.armed then t.armed, t.due = false, false end
-  task.wslot, task.wait = false, false
+  task.wait = false
   -- (wv2 and wv3 are false between resumes, and rset for as long as the
   -- task lives; wv1 counts only while pending)
   task.pending, task.wv1 = true, true
@@ -394,10 +393,13 @@ function M.spawn(self, fn, ...)
     -- the request a wait makes, then the wait it is in
     req = false, req_fd = -1, req_obj = false, req_dir = false, req_deadline = false,
     req_target = false,
-    wait = false, wslot = false, wtarget = false, wticket = 0,
+    wait = false, wtarget = false, wticket = 0,
     timer = false, held = {},
     fobj = false, fget = false, ffd = -1, -- the object wait_fd resolved last
-    fslot = false, -- the slot of its last wait on fobj's descriptor (waits.lua)
+    -- the slot of its last wait on fobj's descriptor: the one it waits on
+    -- while its wait is "fd", the one its next wait may begin on after
+    -- (waits.lua); false once it was cancelled or its loop closed
+    fslot = false,
     queued = false, cancelled = false,
     -- the loop's next resume of it (see run_current), and what came of one
     pending = true, wv1 = false, wv2 = false, wv3 = false, rv = false, rset = false, trace = false,
@@ -426,7 +428,7 @@ function Task:cancel()
   local state = self.state
   if state == "dead" then return false end
   if state == "running" then
-    self.cancelled = true
+    self.cancelled, self.fslot = true, false
     return true
   end
   local l = self.loop

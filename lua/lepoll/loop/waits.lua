@@ -120,19 +120,18 @@ end
 -- the method. A method's refusals that would not name it (the descriptor
 -- taken, the set refusing it) begin with "name: ".
 local function wait_fd(self, obj, timeout, reading, name, level, method)
-  -- this_task's common case first: a running task, not cancelled.
   local task = self.tasks[co_running()]
-  if not task or task.state ~= "running" or task.cancelled then task = this_task(self, name, level + 1) end
   -- The steady state: the task waits again, with no timeout, on the object
   -- and in the direction of its last wait on a descriptor, and still holds
   -- that direction's token of the slot (slots.lua): the slot is the loop's,
-  -- registered for the direction, and nobody else waits there. Left to
-  -- check are the object's descriptor (getfd: a closed socket gives another)
-  -- and its buffered input; the wait then begins in fields only (nothing
-  -- to allocate, nothing to fail), once the task is known to be able to
+  -- registered for the direction, and nobody else waits there. (A task
+  -- cancelled, or whose loop closed, has no fslot.) Left to check are the
+  -- object's descriptor (getfd: a closed socket gives another) and its
+  -- buffered input; the wait then begins in fields only (nothing to
+  -- allocate, nothing to fail), once the task is known to be able to
   -- yield, and the loop finds it begun (run_current).
-  local s = task.fslot
-  if s and timeout == nil and co_isyieldable and not self.closed and rawequal(obj, task.fobj)
+  local s = task and task.fslot
+  if s and timeout == nil and task.state == "running" and co_isyieldable and rawequal(obj, task.fobj)
       and (reading and s.fast_r == task or not reading and s.fast_w == task) then
     local get = task.fget
     if not get or (obj.getfd == get and get(obj) == s.fd) then
@@ -142,7 +141,7 @@ local function wait_fd(self, obj, timeout, reading, name, level, method)
       end
       if co_isyieldable() then
         if reading then s.reader = task else s.writer = task end
-        s.owner, task.wslot = task, s
+        s.owner = task
         task.wait, task.state, task.round = "fd", "waiting", self.round
         self.nwaits = self.nwaits + 1
         local a, b = co_yield(WAIT)
@@ -152,10 +151,12 @@ local function wait_fd(self, obj, timeout, reading, name, level, method)
       end
     end
   end
-  -- Any other wait. The object the task waited on last resolves by its
+  -- Any other wait (this_task's common case first: a running task, not
+  -- cancelled). The object the task waited on last resolves by its
   -- getfd alone, while getfd is the same function and returns the same
   -- number; anything else is resolved by the set (ep:try_tofd), and the
   -- task's steady state starts again from the wait it then begins.
+  if not task or task.state ~= "running" or task.cancelled then task = this_task(self, name, level + 1) end
   local fd, known
   local get = task.fget
   if get and rawequal(obj, task.fobj) and obj.getfd == get and get(obj) == task.ffd then
