@@ -718,21 +718,32 @@ describe("lepoll.loop a task's repeated waits on a descriptor", function()
     T.write(b, "2")
   end
 
+  -- A task that reads a's next byte to log three times, waiting before
+  -- each read; after the second read it calls between(task), then each
+  -- time it sends the next byte from b. It logs "went on" at its end.
+  -- The first byte is sent. -> the task
+  local function read_three(l, a, b, log, between)
+    local task
+    task = l:spawn(function()
+      for i = 1, 3 do
+        assert(l:readable(a))
+        log[#log + 1] = T.read(a)
+        if i == 2 then between(task) end
+        T.write(b, tostring(i + 1))
+      end
+      log[#log + 1] = "went on"
+    end)
+    T.write(b, "1")
+    return task
+  end
+
   it("see their event after a watcher took the descriptor over and stopped", function()
     local l = new_loop()
     local a, b = socketpair()
     local log = {}
-    l:spawn(function()
-      for i = 1, 3 do
-        assert(l:readable(a))
-        log[#log + 1] = T.read(a)
-        if i == 2 then l:io(a, "in", function() end):stop() end
-        T.write(b, tostring(i + 1))
-      end
-    end)
-    T.write(b, "1")
-    run_until(l, log, 3)
-    assert.are.same({ "1", "2", "3" }, log)
+    read_three(l, a, b, log, function() l:io(a, "in", function() end):stop() end)
+    run_until(l, log, 4)
+    assert.are.same({ "1", "2", "3", "went on" }, log)
     assert.is_false(l:run())
     drain(a)
   end)
@@ -781,17 +792,9 @@ describe("lepoll.loop a task's repeated waits on a descriptor", function()
     local l = new_loop()
     local a, b = socketpair()
     local log = {}
-    l:spawn(function()
-      for i = 1, 3 do
-        assert(l:readable(a))
-        log[#log + 1] = T.read(a)
-        if i == 2 then l:closing(a) end
-        T.write(b, tostring(i + 1))
-      end
-    end)
-    T.write(b, "1")
-    run_until(l, log, 3)
-    assert.are.same({ "1", "2", "3" }, log)
+    read_three(l, a, b, log, function() l:closing(a) end)
+    run_until(l, log, 4)
+    assert.are.same({ "1", "2", "3", "went on" }, log)
     assert.is_false(l:run())
     drain(a)
   end)
@@ -831,19 +834,9 @@ describe("lepoll.loop a task's repeated waits on a descriptor", function()
       local l = new_loop()
       local a, b = socketpair()
       local log = {}
-      local task
-      task = l:spawn(function()
-        for i = 1, 3 do
-          assert(l:readable(a))
-          log[#log + 1] = T.read(a)
-          if i == 2 then
-            if how == "cancel" then task:cancel() else l:close() end
-          end
-          T.write(b, tostring(i + 1))
-        end
-        log[#log + 1] = "went on"
+      local task = read_three(l, a, b, log, function(t)
+        if how == "cancel" then t:cancel() else l:close() end
       end)
-      T.write(b, "1")
       run_until(l, log, 2)
       if how == "cancel" then
         assert.is_false(l:run()) -- nothing left: the task ended at its third wait
