@@ -193,11 +193,11 @@ end
 -- allocate, nothing to fail), once the task is known to be able to yield,
 -- and the loop finds it begun (run_current). The object is compared with
 -- == (rawequal, a C call, adds some 250 machine instructions per wait,
--- bench/tasks_profile.lua counts): so
--- of two objects whose class has __eq, __eq is asked, and an object it
--- calls equal to the last one must still give the slot's number through
--- the same getfd; UNCACHED, a function, equals no object. Without
--- isyieldable (PUC Lua 5.1) there is no steady state.
+-- bench/tasks_profile.lua counts): so of two objects whose class has
+-- __eq, __eq is asked, and an object it calls equal to the last one must
+-- still give the slot's number through the same getfd; UNCACHED, a
+-- function, equals no object. Without isyieldable (PUC Lua 5.1) there is
+-- no steady state.
 local function fd_waiter(reading, public_name)
   local TOKEN, SIDE = reading and "fast_r" or "fast_w", reading and "reader" or "writer"
   local steady = co_isyieldable ~= nil
