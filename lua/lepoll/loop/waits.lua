@@ -200,10 +200,10 @@ end
 -- no steady state.
 local function fd_waiter(reading, public_name)
   local TOKEN, SIDE = reading and "fast_r" or "fast_w", reading and "reader" or "writer"
-  local steady = co_isyieldable ~= nil
+  if not co_isyieldable then TOKEN = "no steady state" end -- a field no slot has
   return function(self, obj, timeout, name, level)
     local task = self.tasks[co_running()]
-    local s = steady and task and task.fslot
+    local s = task and task.fslot
     if s and s[TOKEN] == task and task.fobj == obj and timeout == nil and task.state == "running" then
       local get = task.fget
       if not get or (obj.getfd == get and get(obj) == s.fd) then
