@@ -829,6 +829,35 @@ describe("lepoll.loop a task's repeated waits on a descriptor", function()
     drain(a)
   end)
 
+  it("tell objects apart by their descriptors even when their __eq calls them equal", function()
+    local l = new_loop()
+    local a, a_peer = socketpair()
+    local b, b_peer = socketpair()
+    local eq_calls = 0
+    local class = {
+      __index = { getfd = function(self) return self.fd end },
+      __eq = function() eq_calls = eq_calls + 1 return true end,
+    }
+    local obj_a, obj_b = setmetatable({ fd = a }, class), setmetatable({ fd = b }, class)
+    local log = {}
+    l:spawn(function()
+      assert(l:readable(obj_a))
+      log[#log + 1] = T.read(a)
+      T.write(a_peer, "x") -- a stays readable while the task waits on b
+      assert(l:readable(obj_b))
+      log[#log + 1] = T.read(b)
+    end)
+    T.write(a_peer, "1")
+    l:timer(0.05, function() T.write(b_peer, "2") end)
+    run_until(l, log, 2)
+    assert.are.same({ "1", "2" }, log)
+    -- where a task's repeated wait begins by itself (not on PUC Lua 5.1),
+    -- the objects were compared with ==
+    assert.are.equal(coroutine.isyieldable and 1 or 0, eq_calls)
+    assert.is_false(l:run())
+    drain(a)
+  end)
+
   it("end the task at the next one once it was cancelled, or its loop closed, while it ran", function()
     for _, how in ipairs({ "cancel", "close" }) do
       local l = new_loop()

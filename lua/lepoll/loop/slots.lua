@@ -18,8 +18,8 @@
 --
 -- Tokens (fast_r, fast_w): the task that may begin its next wait to read
 -- (to write) on the slot, as the same object, without the checks of a
--- first wait (waits.lua: wait_fd's steady state). A wait that begins here
--- (tasks.lua: begin_wait) gives its task the token of its direction. A
+-- first wait (waits.lua: fd_waiter's steady state). A wait that begins
+-- here (tasks.lua: begin_wait) gives its task the token of its direction. A
 -- token holds while the slot is the loop's slot for its descriptor,
 -- registered for its direction, held by the task, and no other task has
 -- begun a wait on it as another object: every change to one of these (apply

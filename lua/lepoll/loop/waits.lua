@@ -12,7 +12,7 @@
 -- happened), and a failure while registering (the kernel refuses the
 -- descriptor, memory runs out) is dealt with in one place, the loop's. One
 -- wait skips the request: a task waiting again on a descriptor it holds,
--- registered for the same direction, begins its wait itself (wait_fd).
+-- registered for the same direction, begins its wait itself (fd_waiter).
 local common = require "lepoll.loop.common"
 
 local co_yield, co_running = coroutine.yield, coroutine.running
@@ -33,8 +33,8 @@ local FAIL = token("lepoll.loop refusal")
 local END = token("lepoll.loop end")
 
 -- task.fobj for an object wait_fd does not cache (a file): no argument
--- is ever this table.
-local UNCACHED = token("lepoll.loop uncached")
+-- is ever this function, and no __eq is ever asked about one.
+local function UNCACHED() end
 
 local M = { WAIT = WAIT, FAIL = FAIL, END = END }
 
@@ -115,42 +115,12 @@ end
 
 -- The wait of readable and writable, and of the methods of a layer above
 -- that wait on a descriptor (a wrapped socket's receive, lepoll.net.socket:
--- method true). Its errors call it `name` and are raised at `level`, as
+-- method true), but for their steady state (fd_waiter). Its errors call it `name` and are raised at `level`, as
 -- its caller would pass it to error: at the line that called readable, or
 -- the method. A method's refusals that would not name it (the descriptor
 -- taken, the set refusing it) begin with "name: ".
 local function wait_fd(self, obj, timeout, reading, name, level, method)
   local task = self.tasks[co_running()]
-  -- The steady state: the task waits again, with no timeout, on the object
-  -- and in the direction of its last wait on a descriptor, and still holds
-  -- that direction's token of the slot (slots.lua): the slot is the loop's,
-  -- registered for the direction, and nobody else waits there. (A task
-  -- cancelled, or whose loop closed, has no fslot.) Left to check are the
-  -- object's descriptor (getfd: a closed socket gives another) and its
-  -- buffered input; the wait then begins in fields only (nothing to
-  -- allocate, nothing to fail), once the task is known to be able to
-  -- yield, and the loop finds it begun (run_current).
-  local s = task and task.fslot
-  if s and timeout == nil and task.state == "running" and co_isyieldable and rawequal(obj, task.fobj)
-      and (reading and s.fast_r == task or not reading and s.fast_w == task) then
-    local get = task.fget
-    if not get or (obj.getfd == get and get(obj) == s.fd) then
-      if get and reading then -- a table or userdata: dirty's work, written out
-        local d = obj.dirty
-        if d ~= nil and d(obj) then return true end
-      end
-      if co_isyieldable() then
-        if reading then s.reader = task else s.writer = task end
-        s.owner = task
-        task.wait, task.state, task.round = "fd", "waiting", self.round
-        self.nwaits = self.nwaits + 1
-        local a, b = co_yield(WAIT)
-        task.pending = false
-        if a then return a end
-        return nil, b or nil
-      end
-    end
-  end
   -- Any other wait (this_task's common case first: a running task, not
   -- cancelled). The object the task waited on last resolves by its
   -- getfd alone, while getfd is the same function and returns the same
@@ -204,21 +174,66 @@ local function wait_fd(self, obj, timeout, reading, name, level, method)
   local ok, why = request(task, name, level + 1, method)
   return ok, why
 end
-M.wait_fd = wait_fd
 
--- Not tail calls: error levels count these frames. true alone, or nil
--- and "timeout" or "closed".
-function M.readable(self, obj, timeout)
-  local ok, why = wait_fd(self, obj, timeout, true, "readable", 2, false)
-  if ok then return ok end
-  return ok, why
+-- The waits on a descriptor: wait_fd behind its steady state, written out
+-- here (a call less per wait). reading: whether the wait is to read.
+-- public_name: the method of the loop it is (readable, writable), whose
+-- errors go to its caller; or nil for the wait of a method of a layer
+-- above (lepoll.net.socket), called as wait(l, obj, timeout, name, level)
+-- (see wait_fd). Not tail calls: error levels count these frames. true
+-- alone, or nil and "timeout" or "closed".
+--
+-- The steady state: the task waits again, with no timeout, on the object
+-- and in the direction of its last wait on a descriptor, and still holds
+-- that direction's token of the slot (slots.lua): the slot is the loop's,
+-- registered for the direction, and nobody else waits there. (A task
+-- cancelled, or whose loop closed, has no fslot.) Left to check are the
+-- object's descriptor (getfd: a closed socket gives another) and its
+-- buffered input; the wait then begins in fields only (nothing to
+-- allocate, nothing to fail), once the task is known to be able to yield,
+-- and the loop finds it begun (run_current). The object is compared with
+-- == (rawequal, a C call, adds some 250 machine instructions per wait,
+-- bench/tasks_profile.lua counts): so of two objects whose class has
+-- __eq, __eq is asked, and an object it calls equal to the last one must
+-- still give the slot's number through the same getfd; UNCACHED, a
+-- function, equals no object. Without isyieldable (PUC Lua 5.1) there is
+-- no steady state.
+local function fd_waiter(reading, public_name)
+  local TOKEN, SIDE = reading and "fast_r" or "fast_w", reading and "reader" or "writer"
+  if not co_isyieldable then TOKEN = "no steady state" end -- a field no slot has
+  return function(self, obj, timeout, name, level)
+    local task = self.tasks[co_running()]
+    local s = task and task.fslot
+    if s and s[TOKEN] == task and task.fobj == obj and timeout == nil and task.state == "running" then
+      local get = task.fget
+      if not get or (obj.getfd == get and get(obj) == s.fd) then
+        if reading and get then -- a table or userdata: dirty's work, written out
+          local d = obj.dirty
+          if d ~= nil and d(obj) then return true end
+        end
+        if co_isyieldable() then
+          s[SIDE], s.owner = task, task
+          task.wait, task.state, task.round = "fd", "waiting", self.round
+          self.nwaits = self.nwaits + 1
+          local a, b = co_yield(WAIT)
+          task.pending = false
+          if a then return a end
+          return nil, b or nil
+        end
+      end
+    end
+    local ok, why
+    if public_name then
+      ok, why = wait_fd(self, obj, timeout, reading, public_name, 2, false)
+    else
+      ok, why = wait_fd(self, obj, timeout, reading, name, level + 1, true)
+    end
+    if ok then return ok end
+    return ok, why
+  end
 end
-
-function M.writable(self, obj, timeout)
-  local ok, why = wait_fd(self, obj, timeout, false, "writable", 2, false)
-  if ok then return ok end
-  return ok, why
-end
+M.readable, M.writable = fd_waiter(true, "readable"), fd_waiter(false, "writable")
+M.wait_read, M.wait_write = fd_waiter(true), fd_waiter(false)
 
 function M.sleep(self, seconds)
   local task = this_task(self, "sleep", 2)

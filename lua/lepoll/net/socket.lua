@@ -11,14 +11,15 @@
 -- result. Every other method of the object underneath is passed through.
 --
 -- Uses the loop's public functions (running, closing, now) and the wait
--- of l:readable and l:writable (lepoll.loop.waits.wait_fd), told the
--- method's name and its caller's level: an error of a wait (a second task
--- reading the socket, a call that cannot yield) names the method and
--- points at the line that called it.
+-- of l:readable and l:writable (lepoll.loop.waits: wait_read and
+-- wait_write), told the method's name and its caller's level: an error of
+-- a wait (a second task reading the socket, a call that cannot yield)
+-- names the method and points at the line that called it.
 local M = {}
 
 local lepoll = require "lepoll"
-local wait_fd = require("lepoll.loop.waits").wait_fd
+local waits = require "lepoll.loop.waits"
+local wait_read, wait_write = waits.wait_read, waits.wait_write
 local resolve = require "lepoll.net.resolve"
 local tls = require "lepoll.net.tls"
 
@@ -131,7 +132,12 @@ local function wait(self, reading, start, name, level)
   local limit = self.block or nil
   if self.total then limit = wait_limit(self, start) end
   if limit and limit <= 0 then return nil, "timeout" end
-  local ok, why = wait_fd(self.loop, self.sock, limit, reading, name, level + 1, true) -- levels count wait
+  local ok, why
+  if reading then -- levels count wait
+    ok, why = wait_read(self.loop, self.sock, limit, name, level + 1)
+  else
+    ok, why = wait_write(self.loop, self.sock, limit, name, level + 1)
+  end
   return ok, why
 end
 M.wait = wait
