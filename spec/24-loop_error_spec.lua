@@ -239,6 +239,32 @@ describe("lepoll.loop errors", function()
     end)
   end)
 
+  describe("whose coroutine other code resumed while they waited on a descriptor", function()
+    it("fail when the descriptor's event resumes them at a yield of their own and they yield to the loop", function()
+      local l = new_loop()
+      local r, w = pipe()
+      local co
+      local log = {}
+      local task = l:spawn(function()
+        co = coroutine.running()
+        log[#log + 1] = l:readable(r) -- returns what the other code resumed it with
+        coroutine.yield("to the other code")
+        log[#log + 1] = "woken by the event"
+        coroutine.yield("to the loop")
+        log[#log + 1] = "resumed again"
+      end)
+      assert.is_true(l:run("nowait"))
+      assert.are.same({ true, "to the other code" }, { coroutine.resume(co, "other") })
+      T.write(w, "x")
+      local err = run_error(l)
+      assert.is_truthy(err:find("yielded to the loop outside its waits", 1, true), err)
+      assert.are.same({ "other", "woken by the event" }, log)
+      assert.are.equal("dead", task:status())
+      l:invariant()
+      assert.is_false(l:run())
+    end)
+  end)
+
   describe("with opts.on_error", function()
     it("go to on_error(err, where, obj) at once, and the loop goes on", function()
       local handled = {}

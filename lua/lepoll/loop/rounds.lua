@@ -101,7 +101,11 @@ local function dispatch_io(self)
             r.wait, r.pending, r.wv1 = false, true, true
             self.current, r.state = r, "running"
             local ok, v = co_resume(r.co, true)
-            if not ok then r.rv, r.rset, r.pending = v, true, false end
+            if not ok then r.rv, r.rset = v, true end
+            -- (the wait's own code clears pending first thing, but a
+            -- coroutine resumed elsewhere meanwhile may sit at another
+            -- yield: it did run)
+            r.pending = false
             if r.wait and not self.closed then
               self.current = false
             else
