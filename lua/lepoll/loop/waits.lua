@@ -117,8 +117,9 @@ end
 -- that wait on a descriptor (a wrapped socket's receive, lepoll.net.socket:
 -- method true), but for their steady state (fd_waiter). Its errors call
 -- it `name` and are raised at `level`, as its caller would pass it to
--- error: at the line that called readable, or the method. A method's refusals that would not name it (the descriptor
--- taken, the set refusing it) begin with "name: ".
+-- error: at the line that called readable, or the method. A method's
+-- refusals that would not name it (the descriptor taken, the set refusing
+-- it) begin with "name: ".
 local function wait_fd(self, obj, timeout, reading, name, level, method)
   local task = self.tasks[co_running()]
   -- Any other wait (this_task's common case first: a running task, not
